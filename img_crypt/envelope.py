@@ -1,0 +1,296 @@
+"""The public, pure API: encrypt, decrypt, seek, inspect and rewrap img-crypt files.
+
+It knows keys and byte streams only (FORMAT.md). Key managers stay outside: callers pass
+KEKs in, and a :data:`KekLookup` that maps a slot's (kind, key id) to KEK bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from img_crypt import _cobblestone
+from img_crypt._io import DEFAULT_READ_SIZE, Input, Source, Writable, write_all
+from img_crypt._payload import (
+    PayloadDecryptor,
+    PayloadEncryptor,
+    decrypt_buffer_size,
+    encrypt_buffer_size,
+)
+from img_crypt.errors import (
+    AuthenticationError,
+    BindingError,
+    FormatError,
+    KeyNotFoundError,
+    UsageError,
+)
+from img_crypt.format import (
+    MAC_SIZE,
+    PREFIX_SIZE,
+    SUITES,
+    WRAP_NONCE_SIZE,
+    Header,
+    KeySlot,
+    parse,
+    parse_prefix,
+)
+
+DEK_SIZE = 32
+KekLookup = Callable[[str, str], "bytes | None"]
+"""Maps a slot's (kind, key id) to the KEK's bytes, or None when that key is not available."""
+Progress = Callable[[int], None]
+"""Called with the number of input bytes just processed."""
+
+
+@dataclass(frozen=True, repr=False)
+class Kek:
+    """A key-encryption key and where it lives; ``repr`` never shows the key."""
+
+    kind: str
+    key_id: str
+    key: bytes
+
+    def __repr__(self) -> str:
+        return f"Kek(kind={self.kind!r}, key_id={self.key_id!r})"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What an operation read or wrote."""
+
+    header: Header
+    header_size: int
+    plaintext_size: int
+    payload_size: int
+
+    @property
+    def file_size(self) -> int:
+        """Header plus payload."""
+        return self.header_size + self.payload_size
+
+
+# --- header: wrap, seal, open (FORMAT.md sections 3, 5, 7) -----------------------------------
+
+def _slot_aad(binding: bytes, label: bytes) -> bytes:
+    return b"img-crypt slot v1\x00" + binding + label
+
+
+def _mac(dek: bytes, signed: bytes) -> bytes:
+    key = HKDF(hashes.SHA256(), 32, salt=None, info=b"img-crypt header-mac v1").derive(dek)
+    return hmac.digest(key, signed, "sha256")
+
+
+def _wrap(dek: bytes, kek: Kek, binding: bytes, nonce: bytes) -> KeySlot:
+    label = KeySlot(kind=kek.kind, key_id=kek.key_id, nonce=nonce, wrapped_dek=bytes(48))
+    wrapped = AESGCM(kek.key).encrypt(nonce, dek, _slot_aad(binding, label.label()))
+    return label.model_copy(update={"wrapped_dek": wrapped})
+
+
+def _seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
+          kept: Sequence[KeySlot] = (), nonce: Callable[[], bytes] | None = None) -> Header:
+    """Build a sealed header: ``kept`` slots as they are, plus a new slot per KEK."""
+    make_nonce = nonce or (lambda: os.urandom(WRAP_NONCE_SIZE))
+    if not keks and not kept:
+        raise UsageError("a file needs at least one key slot")
+    try:
+        draft = Header(image_id=image_id, slots=(*kept, *(
+            KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(12), wrapped_dek=bytes(48))
+            for k in keks)))
+    except ValueError as e:
+        raise UsageError(f"invalid key slots: {e.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    binding = draft.binding()
+    slots = (*kept, *(_wrap(dek, k, binding, make_nonce()) for k in keks))
+    unsealed = draft.model_copy(update={"slots": slots})
+    return unsealed.model_copy(update={"mac": _mac(dek, unsealed.signed_part())})
+
+
+def _open(header: Header, raw: bytes, lookup: KekLookup) -> bytes:
+    """Unwrap the DEK from the first slot whose KEK is available and verify the header MAC."""
+    binding = header.binding()
+    for slot in header.slots:
+        kek = lookup(slot.kind, slot.key_id)
+        if kek is None:
+            continue
+        try:
+            dek = AESGCM(kek).decrypt(slot.nonce, slot.wrapped_dek,
+                                      _slot_aad(binding, slot.label()))
+        except (InvalidTag, ValueError):
+            raise AuthenticationError() from None
+        if not hmac.compare_digest(_mac(dek, raw[:-MAC_SIZE]), header.mac):
+            raise AuthenticationError()
+        return dek
+    names = ", ".join(f"{s.kind}:{s.key_id}" for s in header.slots)
+    raise KeyNotFoundError(f"no key available for any key slot of this file ({names})")
+
+
+def _read_header(source: Source) -> tuple[Header, bytes]:
+    prefix = source.read_exact(PREFIX_SIZE)
+    if len(prefix) < PREFIX_SIZE:
+        raise FormatError("not an img-crypt file (shorter than a header)")
+    rest = source.read_exact(parse_prefix(prefix) - PREFIX_SIZE)
+    raw = prefix + rest
+    return parse(raw), raw
+
+
+def _check_binding(header: Header, image_id: uuid.UUID | None) -> None:
+    if image_id is not None and header.image_id != image_id:
+        bound = header.image_id or "no image"
+        raise BindingError(f"the file is bound to {bound}, not to image {image_id}")
+
+
+def _context(header: Header) -> bytes:
+    return b"img-crypt payload v1\x00" + header.binding()
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
+            image_id: uuid.UUID | None = None, read_size: int = DEFAULT_READ_SIZE,
+            progress: Progress | None = None) -> Summary:
+    """Encrypt ``source`` into ``sink`` under a fresh DEK wrapped by every KEK in ``keks``."""
+    dek = os.urandom(DEK_SIZE)
+    header = _seal(dek, image_id, keks)
+    raw = header.encode()
+    write_all(sink, raw)
+    src = Source(source, read_size)
+    cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
+    out = bytearray(encrypt_buffer_size(read_size))
+    payload = 0
+    for view in src.views():
+        n = cipher.update_into(view, out)
+        write_all(sink, memoryview(out)[:n])
+        payload += n
+        if progress:
+            progress(len(view))
+    tail = cipher.finalize()
+    write_all(sink, tail)
+    return Summary(header, len(raw), src.consumed, payload + len(tail))
+
+
+def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
+            image_id: uuid.UUID | None = None, read_size: int = DEFAULT_READ_SIZE,
+            progress: Progress | None = None) -> Summary:
+    """Decrypt ``source`` into ``sink``; only authenticated plaintext ever reaches ``sink``.
+
+    Plaintext is released chunk by chunk; only a normal return proves the payload was not
+    truncated, so a caller writing to a file publishes it only then.
+    """
+    src = Source(source, read_size)
+    header, raw = _read_header(src)
+    _check_binding(header, image_id)
+    dek = _open(header, raw, lookup)
+    cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
+    out = bytearray(decrypt_buffer_size(read_size))
+    plain = 0
+    for view in src.views():
+        n = cipher.update_into(view, out)
+        write_all(sink, memoryview(out)[:n])
+        plain += n
+        if progress:
+            progress(len(view))
+    tail = cipher.finalize()
+    write_all(sink, tail)
+    return Summary(header, len(raw), plain + len(tail), src.consumed - len(raw))
+
+
+def decrypt_range(file: BinaryIO, sink: Writable, lookup: KekLookup, start: int,
+                  end: int | None = None, *, image_id: uuid.UUID | None = None) -> Summary:
+    """Decrypt plaintext bytes ``[start:end]`` of a seekable file, reading only their chunks.
+
+    ``end`` None means the end of the plaintext. The commitment, the header and the final chunk
+    (hence the plaintext length) are authenticated before any byte is written.
+    """
+    base = file.seek(0, os.SEEK_CUR)
+    header, raw = _read_header(Source(_Exact(file)))
+    _check_binding(header, image_id)
+    dek = _open(header, raw, lookup)
+    payload_start = base + len(raw)
+    payload_len = file.seek(0, os.SEEK_END) - payload_start
+
+    def read_at(offset: int, size: int) -> bytes:
+        file.seek(payload_start + offset)
+        return file.read(size)
+
+    reader = _cobblestone.ChunkReader(SUITES[header.suite], dek, _context(header),
+                                      payload_len, read_at)
+    stop = reader.plaintext_size if end is None else end
+    if not 0 <= start <= stop <= reader.plaintext_size:
+        raise UsageError(f"range {start}:{stop} is outside the plaintext 0:"
+                         f"{reader.plaintext_size}")
+    for piece in reader.plaintext_range(start, stop):
+        write_all(sink, piece)
+    return Summary(header, len(raw), stop - start, payload_len)
+
+
+class _Exact:
+    """Adapter that reads a file with ``read`` only, so no read-ahead past the header."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._file.read(min(size, 4096))
+
+
+# --- header-only operations ----------------------------------------------------------------
+
+def inspect(source: Input, read_size: int = DEFAULT_READ_SIZE) -> Summary:
+    """Read the header and count the payload, with no key (the payload is not authenticated).
+
+    ``plaintext_size`` is -1 when the payload length fits no Cobblestone payload.
+    """
+    src = Source(source, read_size)
+    header, raw = _read_header(src)
+    payload = sum(len(view) for view in src.views())
+    size = _cobblestone.plaintext_size(payload)
+    return Summary(header, len(raw), -1 if size is None else size, payload)
+
+
+def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek] = (),
+           remove: Sequence[tuple[str, str]] = (), read_size: int = DEFAULT_READ_SIZE,
+           progress: Progress | None = None) -> Summary:
+    """Add and remove key slots; the payload is copied byte for byte.
+
+    The DEK is unwrapped with a key still available through ``lookup`` (and the header MAC
+    checked), so only a holder of one of the file's KEKs can rewrap it.
+    """
+    src = Source(source, read_size)
+    header, raw = _read_header(src)
+    dek = _open(header, raw, lookup)
+    present = {(s.kind, s.key_id) for s in header.slots}
+    missing = [f"{kind}:{key_id}" for kind, key_id in remove if (kind, key_id) not in present]
+    if missing:
+        raise UsageError(f"the file has no key slot for {', '.join(missing)}")
+    dropped = set(remove)
+    kept = [s for s in header.slots if (s.kind, s.key_id) not in dropped]
+    fresh = [k for k in add if (k.kind, k.key_id) not in {(s.kind, s.key_id) for s in kept}]
+    new = _seal(dek, header.image_id, fresh, kept)
+    new_raw = new.encode()
+    write_all(sink, new_raw)
+    payload = 0
+    for view in src.views():
+        write_all(sink, view)
+        payload += len(view)
+        if progress:
+            progress(len(view))
+    size = _cobblestone.plaintext_size(payload)
+    return Summary(new, len(new_raw), -1 if size is None else size, payload)
+
+
+def _seal_for_vectors(plaintext: bytes, keks: Sequence[Kek], image_id: uuid.UUID | None,
+                      dek: bytes, nonces: Sequence[bytes], salt: bytes) -> bytes:
+    """Whole-file encryption with every random value injected: the vector generator's seam."""
+    queue = list(nonces)
+    header = _seal(dek, image_id, keks, nonce=lambda: queue.pop(0))
+    payload = _cobblestone.encrypt_with_salt(SUITES[header.suite], dek, _context(header),
+                                             salt, plaintext)
+    return header.encode() + payload
