@@ -286,7 +286,7 @@ def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Ke
     return Summary(new, len(new_raw), -1 if size is None else size, payload)
 
 
-def _seal_for_vectors(plaintext: bytes, keks: Sequence[Kek], image_id: uuid.UUID | None,
+def _seal_for_vectors(plaintext: bytes, keks: Sequence[Kek], *, image_id: uuid.UUID | None,
                       dek: bytes, nonces: Sequence[bytes], salt: bytes) -> bytes:
     """Whole-file encryption with every random value injected: the vector generator's seam."""
     queue = list(nonces)
