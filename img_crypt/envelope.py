@@ -243,14 +243,17 @@ class _Exact:
 
 # --- header-only operations ----------------------------------------------------------------
 
-def inspect(source: Input, read_size: int = DEFAULT_READ_SIZE) -> Summary:
-    """Read the header and count the payload, with no key (the payload is not authenticated).
+def inspect(source: Input, *, size: int | None = None,
+            read_size: int = DEFAULT_READ_SIZE) -> Summary:
+    """Read the header and measure the payload, with no key (nothing is authenticated).
 
-    ``plaintext_size`` is -1 when the payload length fits no Cobblestone payload.
+    ``size`` is the whole input's size when known (a regular file): then only the header is
+    read; otherwise the payload is read to count it. ``plaintext_size`` is -1 when the
+    payload length fits no Cobblestone payload.
     """
     src = Source(source, read_size)
     header, raw = _read_header(src)
-    payload = sum(len(view) for view in src.views())
+    payload = sum(len(view) for view in src.views()) if size is None else size - len(raw)
     size = _cobblestone.plaintext_size(payload)
     return Summary(header, len(raw), -1 if size is None else size, payload)
 

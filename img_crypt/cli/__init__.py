@@ -1,0 +1,115 @@
+"""The ``img-crypt`` command line: ``main(argv) -> int``, testable in process.
+
+Exit codes: 0 success; 1 failure, with one line ``img-crypt: error: ...`` on stderr and no
+traceback; 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from img_crypt import __version__
+from img_crypt.errors import ImgCryptError, UsageError
+
+PROG = "img-crypt"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from img_crypt.cli import commands as c
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--key-store", metavar="DIR",
+                        help="local key store directory (default: $IMG_CRYPT_KEY_STORE, "
+                             "else the XDG data directory)")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("-f", "--force", action="store_true",
+                     help="overwrite an existing OUTPUT (and write ciphertext to a terminal)")
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Envelope encryption of disk "
+                                     "images: streaming Cobblestone-256 payloads under keys "
+                                     "from a key manager. '-' is stdin/stdout.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encrypt", parents=[common, out], help="encrypt an image")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("--kek", action="append", default=[], metavar="ID",
+                   help="wrap the data key under this KEK (repeatable); default: a new key")
+    p.add_argument("--image-id", type=c.image_id, metavar="UUID",
+                   help="bind the file to this image id")
+    p.set_defaults(func=c.encrypt)
+
+    p = sub.add_parser("decrypt", parents=[common, out], help="decrypt an image")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("--image-id", type=c.image_id, metavar="UUID",
+                   help="require the file to be bound to this image id")
+    p.add_argument("--range", type=c.byte_range, metavar="START:END",
+                   help="decrypt only plaintext bytes [START, END) (seekable INPUT only)")
+    p.set_defaults(func=c.decrypt)
+
+    p = sub.add_parser("inspect", help="show a file's header (no key needed)")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=c.inspect)
+
+    p = sub.add_parser("rewrap", parents=[common, out],
+                       help="add or remove key slots; the payload is copied unchanged")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("--add-kek", action="append", default=[], metavar="ID")
+    p.add_argument("--remove-kek", action="append", default=[], metavar="ID")
+    p.set_defaults(func=c.rewrap)
+
+    keys = sub.add_parser("keys", help="manage key-encryption keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = ksub.add_parser("create", parents=[common], help="create a new KEK")
+    p.add_argument("--name", help="a label stored with the key")
+    p.set_defaults(func=c.keys_create)
+    p = ksub.add_parser("list", parents=[common], help="list KEKs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=c.keys_list)
+    p = ksub.add_parser("delete", parents=[common], help="delete a KEK")
+    p.add_argument("key_id", metavar="ID")
+    p.add_argument("--force", action="store_true", help="delete even if consumers remain")
+    p.set_defaults(func=c.keys_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2)
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except (ImgCryptError, OSError, KeyboardInterrupt) as e:
+        return _fail(e)
+
+
+def _fail(error: BaseException) -> int:
+    """Print the one-line error for ``error`` and return its exit code."""
+    code, message = 1, str(error)
+    if isinstance(error, UsageError):
+        code = 2
+    elif isinstance(error, KeyboardInterrupt):
+        code, message = 130, "interrupted"
+    elif isinstance(error, BrokenPipeError):
+        # the reader went away (``img-crypt decrypt x - | head``): no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        message = "the output was closed early"
+    elif isinstance(error, OSError):
+        message = error.strerror or message
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
