@@ -1,0 +1,310 @@
+"""The embedded local key store: KEKs as private JSON files in one directory.
+
+Layout (directory mode 0700, files mode 0600; symlinked files are refused)::
+
+    <dir>/<uuid>.key.json        KeyRecord: id, name, created (UTC), AES, 256, key (base64)
+    <dir>/<uuid>.consumers.json  ConsumerRecord: the key's consumers (absent means none)
+    <dir>/.lock                  flock(2) guard of consumer read-modify-write and deletes
+
+Writes go to ``.<name>.<random>.tmp`` in the same directory (``O_EXCL``, mode 0600), are
+fsynced, renamed with ``os.replace``, and the directory is fsynced: a crash never leaves a
+half-written record under a final name. The directory is the ``path`` argument, else
+``$IMG_CRYPT_KEY_STORE``, else ``platformdirs.user_data_path("img-crypt") / "keys"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar, Literal, TypeVar
+
+import platformdirs
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from img_crypt.errors import (
+    ConsumerNotFoundError,
+    KeyHasConsumersError,
+    KeyManagerError,
+    KeyNotFoundError,
+)
+from img_crypt.keys.base import KEK_BYTES, Consumer, KeyInfo, KeyManager
+
+ENV_VAR = "IMG_CRYPT_KEY_STORE"
+"""Environment variable naming the store directory when no path is given."""
+
+_KEY_SUFFIX, _CONSUMERS_SUFFIX = ".key.json", ".consumers.json"
+_MAX_RECORD = 1 << 20
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class KeyRecord(BaseModel):
+    """The on-disk record of one KEK (``<uuid>.key.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str | None = None
+    created: AwareDatetime
+    algorithm: Literal["AES"] = "AES"
+    bit_length: Literal[256] = 256
+    key: str = Field(repr=False)
+
+
+class ConsumerRecord(BaseModel):
+    """The on-disk consumer list of one KEK (``<uuid>.consumers.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str
+    consumers: list[Consumer] = Field(default_factory=list)
+
+
+def default_store_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve the store directory: ``path``, else ``$IMG_CRYPT_KEY_STORE``, else XDG data."""
+    if path is not None:
+        return Path(path).expanduser()
+    if env := os.environ.get(ENV_VAR):
+        return Path(env).expanduser()
+    return platformdirs.user_data_path("img-crypt") / "keys"
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _os_errors(action: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise KeyManagerError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
+
+
+def _check_private(path: Path, mode: int, fix: str) -> None:
+    if mode & 0o077:
+        raise KeyManagerError(f"{path} is accessible by group or others "
+                              f"(mode {stat.S_IMODE(mode):04o}); run: chmod {fix} {path}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_private(path: Path) -> bytes | None:
+    """Return the contents of a private regular file, or None if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeyManagerError(f"refusing symlink {path}; replace it with a regular file "
+                                  "(mode 0600)") from None
+        raise KeyManagerError(f"cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as fh, _os_errors("read", path):
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise KeyManagerError(f"{path} is not a regular file")
+        _check_private(path, mode, "600")
+        return fh.read(_MAX_RECORD)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) via a same-directory temp file and rename."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    with _os_errors("write", path):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(path.parent)
+
+
+def _parse(model: type[_M], path: Path, raw: bytes) -> _M:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:  # its text may quote the key: never chain it
+        fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
+        reason = f"invalid field(s) {', '.join(fields)}" if fields else "not valid JSON"
+        raise KeyManagerError(f"corrupt key store record {path}: {reason}") from None
+
+
+class LocalKeyStore(KeyManager):
+    """KEKs kept as 0600 JSON files in a 0700 directory on this machine.
+
+    ``LocalKeyStore(None)`` uses :func:`default_store_path`, so a CLI can pass its
+    ``--key-store DIR`` option (or None) straight through.
+    """
+
+    kind: ClassVar[str] = "local"
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = default_store_path(path)
+
+    def _key_path(self, key_id: str, suffix: str = _KEY_SUFFIX) -> Path:
+        return self.path / f"{key_id}{suffix}"
+
+    def _not_found(self, key_id: str) -> KeyNotFoundError:
+        return KeyNotFoundError(f"key {key_id} not found in the local key store {self.path}")
+
+    def _valid_id(self, key_id: str) -> str:
+        if not _is_uuid(canonical := str(key_id).lower()):
+            raise self._not_found(key_id)
+        return canonical
+
+    def _check_dir(self, *, create: bool = False) -> bool:
+        """Check that the store directory is private (creating it 0700); return if it exists."""
+        if create:  # every missing directory, parents included, is made exactly 0700
+            for directory in reversed([p for p in (self.path, *self.path.parents)
+                                       if not p.exists()]):
+                with _os_errors("create", directory), contextlib.suppress(FileExistsError):
+                    os.mkdir(directory, 0o700)
+                    os.chmod(directory, 0o700)
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise KeyManagerError(f"cannot access key store {self.path}: {exc.strerror}") from exc
+        if not stat.S_ISDIR(mode):
+            raise KeyManagerError(f"key store {self.path} is not a directory")
+        _check_private(self.path, mode, "700")
+        return True
+
+    @contextlib.contextmanager
+    def _locked(self, key_id: str) -> Iterator[None]:
+        """Hold the store lock while ``key_id`` exists; KeyNotFoundError if it does not."""
+        if not self._check_dir():
+            raise self._not_found(key_id)
+        lock = self.path / ".lock"
+        with _os_errors("open lock file", lock):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not os.path.lexists(self._key_path(key_id)):
+                raise self._not_found(key_id)
+            yield
+        finally:
+            os.close(fd)
+
+    def _load_key(self, key_id: str) -> tuple[KeyRecord, bytes]:
+        path = self._key_path(key_id)
+        raw = _read_private(path) if self._check_dir() else None
+        if raw is None:
+            raise self._not_found(key_id)
+        record = _parse(KeyRecord, path, raw)
+        try:
+            key = base64.b64decode(record.key, validate=True)
+        except (binascii.Error, ValueError):
+            raise KeyManagerError(f"corrupt key store record {path}: key is not base64") from None
+        if len(key) != KEK_BYTES or record.id != key_id:
+            what = "id does not match" if record.id != key_id else f"key is {len(key)} bytes"
+            raise KeyManagerError(f"corrupt key store record {path}: {what}")
+        return record, key
+
+    def _load_consumers(self, key_id: str) -> list[Consumer]:
+        path = self._key_path(key_id, _CONSUMERS_SUFFIX)
+        raw = _read_private(path)
+        if raw is None:
+            return []
+        record = _parse(ConsumerRecord, path, raw)
+        if record.key_id != key_id:
+            raise KeyManagerError(f"corrupt key store record {path}: key_id does not match")
+        return record.consumers
+
+    def _save_consumers(self, key_id: str, consumers: list[Consumer]) -> None:
+        record = ConsumerRecord(key_id=key_id, consumers=consumers)
+        _write_atomic(self._key_path(key_id, _CONSUMERS_SUFFIX), record.model_dump_json().encode())
+
+    def create_key(self, name: str | None = None) -> str:
+        """Create a new random 256-bit KEK and return its id (a UUID4 string)."""
+        self._check_dir(create=True)
+        key_id = str(uuid.uuid4())
+        key = base64.b64encode(secrets.token_bytes(KEK_BYTES)).decode("ascii")
+        record = KeyRecord(id=key_id, name=name, created=datetime.now(UTC), key=key)
+        _write_atomic(self._key_path(key_id), record.model_dump_json().encode())
+        return key_id
+
+    def get_key(self, key_id: str) -> bytes:
+        """Return the 32 bytes of the KEK ``key_id``."""
+        return self._load_key(self._valid_id(key_id))[1]
+
+    def delete_key(self, key_id: str, *, force: bool = False) -> None:
+        """Delete a KEK and its consumer record; without ``force`` refuse while it has any."""
+        key_id = self._valid_id(key_id)
+        with self._locked(key_id):
+            count = len(self._load_consumers(key_id))
+            if count and not force:
+                raise KeyHasConsumersError(f"key {key_id} has {count} consumer(s); remove them "
+                                           "first or delete with force")
+            with _os_errors("delete", self._key_path(key_id)):
+                os.unlink(self._key_path(key_id))
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._key_path(key_id, _CONSUMERS_SUFFIX))
+                _fsync_dir(self.path)
+
+    def list_keys(self) -> list[KeyInfo]:
+        """List the keys in the store, oldest first (never their bytes)."""
+        if not self._check_dir():
+            return []
+        infos: list[KeyInfo] = []
+        for entry in self.path.glob(f"*{_KEY_SUFFIX}"):
+            key_id = entry.name.removesuffix(_KEY_SUFFIX)
+            if not _is_uuid(key_id):
+                continue
+            with contextlib.suppress(KeyNotFoundError):  # deleted while we were listing
+                record = self._load_key(key_id)[0]
+                infos.append(KeyInfo(key_id=key_id, name=record.name, created=record.created,
+                                     consumers=len(self._load_consumers(key_id))))
+        return sorted(infos, key=lambda info: (info.created, info.key_id))
+
+    def add_consumer(self, key_id: str, consumer: Consumer) -> None:
+        """Register ``consumer`` on ``key_id``; registering twice is not an error."""
+        key_id = self._valid_id(key_id)
+        with self._locked(key_id):
+            self._load_key(key_id)
+            consumers = self._load_consumers(key_id)
+            if consumer not in consumers:
+                self._save_consumers(key_id, [*consumers, consumer])
+
+    def remove_consumer(self, key_id: str, consumer: Consumer) -> None:
+        """Remove ``consumer`` from ``key_id``; an unknown consumer is ``ConsumerNotFoundError``."""
+        key_id = self._valid_id(key_id)
+        with self._locked(key_id):
+            self._load_key(key_id)
+            consumers = self._load_consumers(key_id)
+            if consumer not in consumers:
+                raise ConsumerNotFoundError(f"consumer {consumer.service}/{consumer.resource_type}"
+                                            f"/{consumer.resource_id} not found on key {key_id}")
+            self._save_consumers(key_id, [c for c in consumers if c != consumer])
+
+    def list_consumers(self, key_id: str) -> list[Consumer]:
+        """Return every consumer of ``key_id``."""
+        key_id = self._valid_id(key_id)
+        self._load_key(key_id)
+        return self._load_consumers(key_id)
