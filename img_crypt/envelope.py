@@ -6,61 +6,30 @@ KEKs in, and a :data:`KekLookup` that maps a slot's (kind, key id) to KEK bytes.
 
 from __future__ import annotations
 
-import hmac
 import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from img_crypt import _cobblestone
+from img_crypt import _cobblestone, _keyslots
 from img_crypt._io import DEFAULT_READ_SIZE, Input, Source, Writable, write_all
+from img_crypt._keyslots import Kek, KekLookup
 from img_crypt._payload import (
     PayloadDecryptor,
     PayloadEncryptor,
     decrypt_buffer_size,
     encrypt_buffer_size,
 )
-from img_crypt.errors import (
-    AuthenticationError,
-    BindingError,
-    FormatError,
-    KeyNotFoundError,
-    UsageError,
-)
-from img_crypt.format import (
-    MAC_SIZE,
-    PREFIX_SIZE,
-    SUITES,
-    WRAP_NONCE_SIZE,
-    Header,
-    KeySlot,
-    parse,
-    parse_prefix,
-)
+from img_crypt.errors import BindingError, FormatError, UsageError
+from img_crypt.format import PREFIX_SIZE, SUITES, Header, parse, parse_prefix
+
+__all__ = ["Kek", "KekLookup", "Summary", "decrypt", "decrypt_range", "encrypt", "inspect",
+           "rewrap"]
 
 DEK_SIZE = 32
-KekLookup = Callable[[str, str], "bytes | None"]
-"""Maps a slot's (kind, key id) to the KEK's bytes, or None when that key is not available."""
 Progress = Callable[[int], None]
 """Called with the number of input bytes just processed."""
-
-
-@dataclass(frozen=True, repr=False)
-class Kek:
-    """A key-encryption key and where it lives; ``repr`` never shows the key."""
-
-    kind: str
-    key_id: str
-    key: bytes
-
-    def __repr__(self) -> str:
-        return f"Kek(kind={self.kind!r}, key_id={self.key_id!r})"
 
 
 @dataclass(frozen=True)
@@ -76,60 +45,6 @@ class Summary:
     def file_size(self) -> int:
         """Header plus payload."""
         return self.header_size + self.payload_size
-
-
-# --- header: wrap, seal, open (FORMAT.md sections 3, 5, 7) -----------------------------------
-
-def _slot_aad(binding: bytes, label: bytes) -> bytes:
-    return b"img-crypt slot v1\x00" + binding + label
-
-
-def _mac(dek: bytes, signed: bytes) -> bytes:
-    key = HKDF(hashes.SHA256(), 32, salt=None, info=b"img-crypt header-mac v1").derive(dek)
-    return hmac.digest(key, signed, "sha256")
-
-
-def _wrap(dek: bytes, kek: Kek, binding: bytes, nonce: bytes) -> KeySlot:
-    label = KeySlot(kind=kek.kind, key_id=kek.key_id, nonce=nonce, wrapped_dek=bytes(48))
-    wrapped = AESGCM(kek.key).encrypt(nonce, dek, _slot_aad(binding, label.label()))
-    return label.model_copy(update={"wrapped_dek": wrapped})
-
-
-def _seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
-          kept: Sequence[KeySlot] = (), nonce: Callable[[], bytes] | None = None) -> Header:
-    """Build a sealed header: ``kept`` slots as they are, plus a new slot per KEK."""
-    make_nonce = nonce or (lambda: os.urandom(WRAP_NONCE_SIZE))
-    if not keks and not kept:
-        raise UsageError("a file needs at least one key slot")
-    try:
-        draft = Header(image_id=image_id, slots=(*kept, *(
-            KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(12), wrapped_dek=bytes(48))
-            for k in keks)))
-    except ValueError as e:
-        raise UsageError(f"invalid key slots: {e.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
-    binding = draft.binding()
-    slots = (*kept, *(_wrap(dek, k, binding, make_nonce()) for k in keks))
-    unsealed = draft.model_copy(update={"slots": slots})
-    return unsealed.model_copy(update={"mac": _mac(dek, unsealed.signed_part())})
-
-
-def _open(header: Header, raw: bytes, lookup: KekLookup) -> bytes:
-    """Unwrap the DEK from the first slot whose KEK is available and verify the header MAC."""
-    binding = header.binding()
-    for slot in header.slots:
-        kek = lookup(slot.kind, slot.key_id)
-        if kek is None:
-            continue
-        try:
-            dek = AESGCM(kek).decrypt(slot.nonce, slot.wrapped_dek,
-                                      _slot_aad(binding, slot.label()))
-        except (InvalidTag, ValueError):
-            raise AuthenticationError() from None
-        if not hmac.compare_digest(_mac(dek, raw[:-MAC_SIZE]), header.mac):
-            raise AuthenticationError()
-        return dek
-    names = ", ".join(f"{s.kind}:{s.key_id}" for s in header.slots)
-    raise KeyNotFoundError(f"no key available for any key slot of this file ({names})")
 
 
 def _read_header(source: Source) -> tuple[Header, bytes]:
@@ -158,7 +73,7 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
             progress: Progress | None = None) -> Summary:
     """Encrypt ``source`` into ``sink`` under a fresh DEK wrapped by every KEK in ``keks``."""
     dek = os.urandom(DEK_SIZE)
-    header = _seal(dek, image_id, keks)
+    header = _keyslots.seal(dek, image_id, keks)
     raw = header.encode()
     write_all(sink, raw)
     src = Source(source, read_size)
@@ -187,7 +102,7 @@ def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
     src = Source(source, read_size)
     header, raw = _read_header(src)
     _check_binding(header, image_id)
-    dek = _open(header, raw, lookup)
+    dek = _keyslots.open_dek(header, raw, lookup)
     cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
     out = bytearray(decrypt_buffer_size(read_size))
     plain = 0
@@ -212,7 +127,7 @@ def decrypt_range(file: BinaryIO, sink: Writable, lookup: KekLookup, start: int,
     base = file.seek(0, os.SEEK_CUR)
     header, raw = _read_header(Source(_Exact(file)))
     _check_binding(header, image_id)
-    dek = _open(header, raw, lookup)
+    dek = _keyslots.open_dek(header, raw, lookup)
     payload_start = base + len(raw)
     payload_len = file.seek(0, os.SEEK_END) - payload_start
 
@@ -268,7 +183,7 @@ def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Ke
     """
     src = Source(source, read_size)
     header, raw = _read_header(src)
-    dek = _open(header, raw, lookup)
+    dek = _keyslots.open_dek(header, raw, lookup)
     present = {(s.kind, s.key_id) for s in header.slots}
     missing = [f"{kind}:{key_id}" for kind, key_id in remove if (kind, key_id) not in present]
     if missing:
@@ -276,7 +191,7 @@ def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Ke
     dropped = set(remove)
     kept = [s for s in header.slots if (s.kind, s.key_id) not in dropped]
     fresh = [k for k in add if (k.kind, k.key_id) not in {(s.kind, s.key_id) for s in kept}]
-    new = _seal(dek, header.image_id, fresh, kept)
+    new = _keyslots.seal(dek, header.image_id, fresh, kept)
     new_raw = new.encode()
     write_all(sink, new_raw)
     payload = 0
@@ -293,7 +208,7 @@ def _seal_for_vectors(plaintext: bytes, keks: Sequence[Kek], *, image_id: uuid.U
                       dek: bytes, nonces: Sequence[bytes], salt: bytes) -> bytes:
     """Whole-file encryption with every random value injected: the vector generator's seam."""
     queue = list(nonces)
-    header = _seal(dek, image_id, keks, nonce=lambda: queue.pop(0))
+    header = _keyslots.seal(dek, image_id, keks, nonce=lambda: queue.pop(0))
     payload = _cobblestone.encrypt_with_salt(SUITES[header.suite], dek, _context(header),
                                              salt, plaintext)
     return header.encode() + payload

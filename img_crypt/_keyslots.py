@@ -1,0 +1,87 @@
+"""Key slots and the header MAC: wrap the DEK under KEKs, seal a header, open it again.
+
+FORMAT.md sections 3, 5 and 7 (steps 4 and 5). Pure: KEK bytes come in through the caller.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from img_crypt.errors import AuthenticationError, KeyNotFoundError, UsageError
+from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, Header, KeySlot
+
+KekLookup = Callable[[str, str], "bytes | None"]
+"""Maps a slot's (kind, key id) to the KEK's bytes, or None when that key is not available."""
+
+
+@dataclass(frozen=True, repr=False)
+class Kek:
+    """A key-encryption key and where it lives; ``repr`` never shows the key."""
+
+    kind: str
+    key_id: str
+    key: bytes
+
+    def __repr__(self) -> str:
+        return f"Kek(kind={self.kind!r}, key_id={self.key_id!r})"
+
+
+def _slot_aad(binding: bytes, label: bytes) -> bytes:
+    return b"img-crypt slot v1\x00" + binding + label
+
+
+def _mac(dek: bytes, signed: bytes) -> bytes:
+    key = HKDF(hashes.SHA256(), 32, salt=None, info=b"img-crypt header-mac v1").derive(dek)
+    return hmac.digest(key, signed, "sha256")
+
+
+def _wrap(dek: bytes, kek: Kek, binding: bytes, nonce: bytes) -> KeySlot:
+    label = KeySlot(kind=kek.kind, key_id=kek.key_id, nonce=nonce, wrapped_dek=bytes(48))
+    wrapped = AESGCM(kek.key).encrypt(nonce, dek, _slot_aad(binding, label.label()))
+    return label.model_copy(update={"wrapped_dek": wrapped})
+
+
+def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
+          kept: Sequence[KeySlot] = (), nonce: Callable[[], bytes] | None = None) -> Header:
+    """Build a sealed header: ``kept`` slots as they are, plus a new slot per KEK."""
+    make_nonce = nonce or (lambda: os.urandom(WRAP_NONCE_SIZE))
+    if not keks and not kept:
+        raise UsageError("a file needs at least one key slot")
+    try:
+        draft = Header(image_id=image_id, slots=(*kept, *(
+            KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(12), wrapped_dek=bytes(48))
+            for k in keks)))
+    except ValueError as e:
+        raise UsageError(f"invalid key slots: {e.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    binding = draft.binding()
+    slots = (*kept, *(_wrap(dek, k, binding, make_nonce()) for k in keks))
+    unsealed = draft.model_copy(update={"slots": slots})
+    return unsealed.model_copy(update={"mac": _mac(dek, unsealed.signed_part())})
+
+
+def open_dek(header: Header, raw: bytes, lookup: KekLookup) -> bytes:
+    """Unwrap the DEK from the first slot whose KEK is available and verify the header MAC."""
+    binding = header.binding()
+    for slot in header.slots:
+        kek = lookup(slot.kind, slot.key_id)
+        if kek is None:
+            continue
+        try:
+            dek = AESGCM(kek).decrypt(slot.nonce, slot.wrapped_dek,
+                                      _slot_aad(binding, slot.label()))
+        except (InvalidTag, ValueError):
+            raise AuthenticationError() from None
+        if not hmac.compare_digest(_mac(dek, raw[:-MAC_SIZE]), header.mac):
+            raise AuthenticationError()
+        return dek
+    names = ", ".join(f"{s.kind}:{s.key_id}" for s in header.slots)
+    raise KeyNotFoundError(f"no key available for any key slot of this file ({names})")
