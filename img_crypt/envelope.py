@@ -78,17 +78,23 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
     write_all(sink, raw)
     src = Source(source, read_size)
     cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
-    out = bytearray(encrypt_buffer_size(read_size))
-    payload = 0
+    payload = _pump(src, cipher, bytearray(encrypt_buffer_size(read_size)), sink, progress)
+    return Summary(header, len(raw), src.consumed, payload)
+
+
+def _pump(src: Source, cipher: PayloadEncryptor | PayloadDecryptor, out: bytearray,
+          sink: Writable, progress: Progress | None) -> int:
+    """Run every input view through ``cipher`` into the reused ``out``; return bytes written."""
+    written = 0
     for view in src.views():
         n = cipher.update_into(view, out)
         write_all(sink, memoryview(out)[:n])
-        payload += n
+        written += n
         if progress:
             progress(len(view))
     tail = cipher.finalize()
     write_all(sink, tail)
-    return Summary(header, len(raw), src.consumed, payload + len(tail))
+    return written + len(tail)
 
 
 def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
@@ -104,17 +110,8 @@ def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
     _check_binding(header, image_id)
     dek = _keyslots.open_dek(header, raw, lookup)
     cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
-    out = bytearray(decrypt_buffer_size(read_size))
-    plain = 0
-    for view in src.views():
-        n = cipher.update_into(view, out)
-        write_all(sink, memoryview(out)[:n])
-        plain += n
-        if progress:
-            progress(len(view))
-    tail = cipher.finalize()
-    write_all(sink, tail)
-    return Summary(header, len(raw), plain + len(tail), src.consumed - len(raw))
+    plain = _pump(src, cipher, bytearray(decrypt_buffer_size(read_size)), sink, progress)
+    return Summary(header, len(raw), plain, src.consumed - len(raw))
 
 
 def decrypt_range(file: BinaryIO, sink: Writable, lookup: KekLookup, start: int,
