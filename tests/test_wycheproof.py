@@ -1,0 +1,221 @@
+"""The 70 Wycheproof Cobblestone vectors (35 per AES key size) against our payload layer.
+
+Each vector runs through (a) the streaming decryptor img-crypt uses
+(:class:`img_crypt._payload.PayloadDecryptor`), (b) our spec-level derivation
+(:func:`img_crypt._cobblestone.derive`) and (c) the seeking reader
+(:class:`img_crypt._cobblestone.ChunkReader`). The vectors are read from the shared directory
+next to the repository (``shared/vectors/wycheproof/``), never copied into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from img_crypt._cobblestone import (
+    CHUNK,
+    COBBLESTONE_128,
+    COBBLESTONE_256,
+    CT_CHUNK,
+    SALT,
+    ChunkReader,
+    Suite,
+    derive,
+)
+from img_crypt._payload import PayloadDecryptor, decrypt_buffer_size
+from img_crypt.errors import AuthenticationError
+
+VECTOR_DIR = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+FILES = {
+    "aes256": ("c2sp_chunked_encryption_aes_256_gcm_test.json", COBBLESTONE_256),
+    "aes128": ("c2sp_chunked_encryption_aes_128_gcm_test.json", COBBLESTONE_128),
+}
+EXPECTED_VECTORS = 70
+
+
+@dataclass(frozen=True)
+class Vector:
+    id: str
+    suite: Suite
+    comment: str
+    key: bytes
+    ctx: bytes
+    ct_zhex: str = field(repr=False)
+    valid: bool
+    flags: frozenset[str]
+    msg_length: int | None
+    msg_sha512: str | None
+    aead_key: bytes | None
+    base_nonce: bytes | None
+
+    @property
+    def ct(self) -> bytes:
+        """The ciphertext: ``ct`` is zlib-compressed (given as hex)."""
+        return zlib.decompress(bytes.fromhex(self.ct_zhex))
+
+    def is_plaintext(self, data: bytes) -> bool:
+        """Whether ``data`` is the (possibly partial) plaintext the vector declares."""
+        return (len(data) == self.msg_length
+                and hashlib.sha512(data).hexdigest() == self.msg_sha512)
+
+
+def load_vectors() -> list[Vector]:
+    vectors = []
+    for prefix, (name, suite) in FILES.items():
+        doc = json.loads((VECTOR_DIR / name).read_text())
+        tests = [t for group in doc["testGroups"] for t in group["tests"]]
+        assert len(tests) == doc["numberOfTests"]
+        for group in doc["testGroups"]:
+            assert (group["type"], group["aead"], group["sha"]) == (
+                "ChunkedEncryption", suite.aead_name, "SHA-512")
+        for t in tests:
+            assert t["result"] in ("valid", "invalid")
+            vectors.append(Vector(
+                id=f"{prefix}-tc{t['tcId']}", suite=suite, comment=t["comment"],
+                key=bytes.fromhex(t["key"]), ctx=bytes.fromhex(t["ctx"]), ct_zhex=t["ct"],
+                valid=t["result"] == "valid", flags=frozenset(t["flags"]),
+                msg_length=t.get("msgLength"), msg_sha512=t.get("msgSha512"),
+                aead_key=bytes.fromhex(t["aeadKey"]) if "aeadKey" in t else None,
+                base_nonce=bytes.fromhex(t["baseNonce"]) if "baseNonce" in t else None))
+    return vectors
+
+
+VECTORS = load_vectors()
+ALL = [pytest.param(v, id=v.id) for v in VECTORS]
+DERIVED = [pytest.param(v, id=v.id) for v in VECTORS if v.aead_key is not None]
+
+
+def test_all_70_vectors_are_run():
+    assert len(VECTORS) == EXPECTED_VECTORS
+    assert len(ALL) == EXPECTED_VECTORS
+    assert len({v.id for v in VECTORS}) == EXPECTED_VECTORS
+    assert sum(v.suite is COBBLESTONE_256 for v in VECTORS) == 35
+    assert sum(v.valid for v in VECTORS) == 20
+    # every vector that gives a derivation is checked by test_spec_derivation
+    assert len(DERIVED) == sum(v.aead_key is not None for v in VECTORS) > 0
+
+
+# --- (a) the streaming decryptor -------------------------------------------------------------
+
+# Pieces smaller than, equal to and just over one ciphertext chunk, then the whole message.
+PIECES = [1000, CT_CHUNK, CT_CHUNK + 1, None]
+
+
+def stream(v: Vector, piece: int | None, ct: bytes):
+    """Feed ``ct`` in pieces; return (decryptor, released plaintext, the error or None).
+
+    "Released" is only what ``update_into`` counted (and what ``finalize`` returned).
+    """
+    piece = piece or max(len(ct), 1)
+    decryptor = PayloadDecryptor(v.suite, v.key, v.ctx)
+    out = bytearray(decrypt_buffer_size(piece))
+    released = bytearray()
+    try:
+        for start in range(0, len(ct), piece):
+            n = decryptor.update_into(memoryview(ct)[start:start + piece], out)
+            released += out[:n]
+        released += decryptor.finalize()
+    except AuthenticationError as e:
+        return decryptor, bytes(released), e
+    return decryptor, bytes(released), None
+
+
+def assert_keeps_failing(decryptor: PayloadDecryptor, ct: bytes) -> None:
+    out = bytearray(decrypt_buffer_size(len(ct) + 1))
+    for data in (b"", b"\x00", ct[:CT_CHUNK], ct):
+        with pytest.raises(AuthenticationError):
+            decryptor.update_into(memoryview(data), out)
+    for _ in range(2):
+        with pytest.raises(AuthenticationError):
+            decryptor.finalize()
+
+
+@pytest.mark.parametrize("v", ALL)
+def test_streaming_decryptor(v: Vector):
+    ct = v.ct
+    if len(v.key) != v.suite.key_size:
+        assert not v.valid and "InvalidKeySize" in v.flags
+        with pytest.raises(AuthenticationError):
+            PayloadDecryptor(v.suite, v.key, v.ctx)
+        return
+
+    for piece in PIECES:
+        decryptor, released, error = stream(v, piece, ct)
+        if v.valid:
+            assert error is None, f"piece {piece}: a valid vector failed"
+            assert v.is_plaintext(released), f"piece {piece}: wrong plaintext"
+            continue
+
+        assert error is not None, f"piece {piece}: an invalid vector decrypted"
+        assert_keeps_failing(decryptor, ct)
+        if "PartialPlaintext" not in v.flags:
+            assert released == b"", f"piece {piece}: released bytes of an invalid message"
+        elif piece is not None and piece <= CT_CHUNK + 1:
+            # fed at most one chunk at a time, every valid leading chunk is released
+            assert v.is_plaintext(released), (
+                f"piece {piece}: released {len(released)} bytes, the vector's valid prefix "
+                f"is {v.msg_length}")
+        else:
+            # fed all at once, a failing call releases nothing of that call
+            assert v.msg_length is not None
+            assert len(released) in (0, v.msg_length)
+            assert not released or v.is_plaintext(released)
+
+
+# --- (b) the spec derivation -----------------------------------------------------------------
+
+@pytest.mark.parametrize("v", DERIVED)
+def test_spec_derivation(v: Vector):
+    ct = v.ct
+    derived = derive(v.suite, v.key, ct[:SALT], v.ctx)
+    assert derived.aead_key == v.aead_key
+    assert derived.base_nonce == v.base_nonce
+    assert derived.commitment == ct[SALT:SALT + 32]
+
+
+def test_derivation_rejects_a_wrong_key_size():
+    for v in VECTORS:
+        if "InvalidKeySize" in v.flags:
+            with pytest.raises(AuthenticationError):
+                derive(v.suite, v.key, bytes(SALT), v.ctx)
+
+
+# --- (c) the seeking reader ------------------------------------------------------------------
+
+def open_reader(v: Vector, ct: bytes) -> ChunkReader:
+    return ChunkReader(v.suite, v.key, v.ctx, len(ct),
+                       lambda offset, size: ct[offset:offset + size])
+
+
+@pytest.mark.parametrize("v", ALL)
+def test_seeking_reader(v: Vector):
+    ct = v.ct
+    if v.valid:
+        reader = open_reader(v, ct)
+        assert reader.plaintext_size == v.msg_length
+        assert reader.last_index == v.msg_length // CHUNK
+        chunks = b"".join(reader.chunk(i) for i in range(reader.last_index + 1))
+        assert v.is_plaintext(chunks)
+        assert v.is_plaintext(b"".join(reader.plaintext_range(0, reader.plaintext_size)))
+        return
+
+    if "ValidFinalChunk" not in v.flags:
+        # the reader authenticates the final chunk up front: every other invalid vector
+        # fails right there, before any chunk can be read
+        with pytest.raises(AuthenticationError):
+            open_reader(v, ct)
+        return
+
+    # the final chunk is valid at its index: opening may succeed, reading everything may not
+    try:
+        reader = open_reader(v, ct)
+    except AuthenticationError:
+        return
+    with pytest.raises(AuthenticationError):
+        for index in range(reader.last_index + 1):
+            reader.chunk(index)
