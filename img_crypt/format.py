@@ -30,7 +30,7 @@ MAX_SLOTS = 16
 MAX_KIND = 32
 MAX_KEY_ID = 255
 _KIND_RE = re.compile(r"[a-z0-9_-]+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class KeySlot(BaseModel):
