@@ -1,0 +1,119 @@
+"""The local command-line paths import no OpenStack library (README: "img-crypt starts fast").
+
+A fresh interpreter runs a local encrypt (with a new key), inspect, decrypt and ``keys list``
+through ``img_crypt.cli.main`` and then reports ``sorted(sys.modules)``. ``tqdm`` is imported
+only when stderr is a terminal; the terminal run is the control showing that the check sees an
+import when there is one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("castellan", "barbicanclient", "keystoneauth1", "taskflow", "glance", "requests")
+
+SCRIPT = r"""
+import json, sys
+from img_crypt.cli import main
+
+work, store, report = sys.argv[1:4]
+codes = [
+    main(["encrypt", f"{work}/plain", f"{work}/plain.icr", "--key-store", store]),
+    main(["inspect", f"{work}/plain.icr"]),
+    main(["decrypt", f"{work}/plain.icr", f"{work}/plain.out", "--key-store", store]),
+    main(["keys", "list", "--key-store", store]),
+]
+with open(report, "w") as f:
+    json.dump({"codes": codes, "stderr_is_a_tty": sys.stderr.isatty(),
+               "modules": sorted(sys.modules)}, f)
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _run(tmp_path: Path, *, stderr_tty: bool) -> dict[str, Any]:
+    (tmp_path / "plain").write_bytes(os.urandom(100_000))
+    argv = [sys.executable, "-c", SCRIPT, str(tmp_path), str(tmp_path / "keys"),
+            str(tmp_path / "report.json")]
+    if not stderr_tty:
+        result = subprocess.run(argv, env=_env(), stdin=subprocess.DEVNULL,
+                                capture_output=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == b""
+    else:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        proc = subprocess.Popen(argv, env=_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+
+        def drain() -> None:
+            with contextlib.suppress(OSError):
+                while os.read(master, 65536):
+                    pass
+
+        thread = threading.Thread(target=drain, daemon=True)
+        thread.start()
+        assert proc.wait(timeout=60) == 0
+        thread.join(timeout=10)
+        os.close(master)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["codes"] == [0, 0, 0, 0]
+    assert (tmp_path / "plain.out").read_bytes() == (tmp_path / "plain").read_bytes()
+    assert isinstance(report, dict)
+    return report
+
+
+def _top_level(modules: list[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+@pytest.fixture(scope="module")
+def pipe_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _run(tmp_path_factory.mktemp("startup-pipe"), stderr_tty=False)
+
+
+def test_the_run_used_the_cli(pipe_run: dict[str, Any]) -> None:
+    assert pipe_run["stderr_is_a_tty"] is False
+    assert {"img_crypt.cli", "img_crypt.cli.commands", "img_crypt.keys.local",
+            "cryptography"} <= set(pipe_run["modules"])
+
+
+@pytest.mark.parametrize("library", FORBIDDEN)
+def test_no_openstack_or_http_library_is_imported(pipe_run: dict[str, Any],
+                                                  library: str) -> None:
+    assert library not in _top_level(pipe_run["modules"])
+
+
+def test_no_oslo_library_is_imported(pipe_run: dict[str, Any]) -> None:
+    assert sorted(m for m in _top_level(pipe_run["modules"]) if m.startswith("oslo")) == []
+
+
+def test_tqdm_is_not_imported_when_stderr_is_not_a_terminal(pipe_run: dict[str, Any]) -> None:
+    assert "tqdm" not in _top_level(pipe_run["modules"])
+
+
+def test_tqdm_is_imported_when_stderr_is_a_terminal(tmp_path: Path) -> None:
+    report = _run(tmp_path, stderr_tty=True)
+
+    assert report["stderr_is_a_tty"] is True
+    assert "tqdm" in _top_level(report["modules"])
+    assert not _top_level(report["modules"]) & set(FORBIDDEN)
