@@ -265,3 +265,26 @@ def test_a_wrong_image_id_is_refused(sample: Sample) -> None:
                 if (p := sample.problem(f"image id {image}", sample.data, "--image-id", image))]
     assert problems == []
 
+
+
+# --- exhaustive: every bit of a one-chunk file ----------------------------------------------
+
+def test_every_single_bit_flip_anywhere_in_a_small_file_is_refused(
+        tmp_path: Path, sample: Sample) -> None:
+    """No sampling here: a 300-byte image gives a 537-byte file, and all 4296 flips fail."""
+    small = Sample(tmp_path, sample.store, os.urandom(300), b"")
+    small.inputs.mkdir()
+    small.outputs.mkdir()
+    (tmp_path / "plain").write_bytes(small.plaintext)
+    key_id = LocalKeyStore(sample.store).list_keys()[0].key_id
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["encrypt", str(tmp_path / "plain"), str(tmp_path / "small.icr"),
+                     "--kek", key_id, "--image-id", IMAGE, "--key-store",
+                     str(sample.store)]) == 0
+    data = (tmp_path / "small.icr").read_bytes()
+    assert len(data) == HEADER + PREFIX + 300 + 16
+    assert small.problem("untampered", data) == "untampered: exit code 0"
+    cases = {f"bit {bit} of byte {offset}": flip(data, offset, bit)
+             for offset in range(len(data)) for bit in range(8)}
+    assert len(cases) == 4296
+    assert_all_refused(small, cases)
