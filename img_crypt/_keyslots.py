@@ -15,9 +15,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import ValidationError
 
 from img_crypt.errors import AuthenticationError, KeyNotFoundError, UsageError
-from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, Header, KeySlot
+from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, WRAPPED_DEK_SIZE, Header, KeySlot
 
 KekLookup = Callable[[str, str], "bytes | None"]
 """Maps a slot's (kind, key id) to the KEK's bytes, or None when that key is not available."""
@@ -44,10 +45,10 @@ def _mac(dek: bytes, signed: bytes) -> bytes:
     return hmac.digest(key, signed, "sha256")
 
 
-def _wrap(dek: bytes, kek: Kek, binding: bytes, nonce: bytes) -> KeySlot:
-    label = KeySlot(kind=kek.kind, key_id=kek.key_id, nonce=nonce, wrapped_dek=bytes(48))
-    wrapped = AESGCM(kek.key).encrypt(nonce, dek, _slot_aad(binding, label.label()))
-    return label.model_copy(update={"wrapped_dek": wrapped})
+def _wrap(dek: bytes, key: bytes, slot: KeySlot, binding: bytes, nonce: bytes) -> KeySlot:
+    """Fill ``slot`` (kind and key id set) with ``nonce`` and the DEK wrapped under ``key``."""
+    wrapped = AESGCM(key).encrypt(nonce, dek, _slot_aad(binding, slot.label()))
+    return slot.model_copy(update={"nonce": nonce, "wrapped_dek": wrapped})
 
 
 def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
@@ -56,15 +57,16 @@ def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
     make_nonce = nonce or (lambda: os.urandom(WRAP_NONCE_SIZE))
     if not keks and not kept:
         raise UsageError("a file needs at least one key slot")
-    try:
-        draft = Header(image_id=image_id, slots=(*kept, *(
-            KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(12), wrapped_dek=bytes(48))
-            for k in keks)))
-    except ValueError as e:
-        raise UsageError(f"invalid key slots: {e.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    try:  # validate kinds, ids and uniqueness before any wrapping
+        blanks = [KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(WRAP_NONCE_SIZE),
+                          wrapped_dek=bytes(WRAPPED_DEK_SIZE)) for k in keks]
+        draft = Header(image_id=image_id, slots=(*kept, *blanks))
+    except ValidationError as e:
+        raise UsageError(f"invalid key slots: {e.errors()[0]['msg']}") from None
     binding = draft.binding()
-    slots = (*kept, *(_wrap(dek, k, binding, make_nonce()) for k in keks))
-    unsealed = draft.model_copy(update={"slots": slots})
+    fresh = (_wrap(dek, k.key, blank, binding, make_nonce())
+             for k, blank in zip(keks, blanks, strict=True))
+    unsealed = draft.model_copy(update={"slots": (*kept, *fresh)})
     return unsealed.model_copy(update={"mac": _mac(dek, unsealed.signed_part())})
 
 
