@@ -47,5 +47,24 @@ class ConsumerNotFoundError(KeyManagerError):
     """The consumer record to remove does not exist."""
 
 
+class CredentialsError(KeyManagerError):
+    """Authentication with the key manager failed (the message says nothing more)."""
+
+    def __init__(self, message: str = "authentication with the key manager failed") -> None:
+        super().__init__(message)
+
+
+class ForbiddenError(KeyManagerError):
+    """The key manager refused the operation for these credentials (HTTP 403)."""
+
+
+class UnavailableError(KeyManagerError):
+    """The key manager could not be reached or kept failing (connection errors, 5xx, timeouts)."""
+
+
+class ConsumersUnsupportedError(KeyManagerError):
+    """The key manager has no secret-consumer API (Barbican Train and older)."""
+
+
 class UsageError(ImgCryptError):
     """The caller asked for something that cannot be done as asked (exit code 2 in the CLI)."""

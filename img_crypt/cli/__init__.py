@@ -19,11 +19,10 @@ PROG = "img-crypt"
 
 def _parser() -> argparse.ArgumentParser:
     from img_crypt.cli import commands as c
+    from img_crypt.cli.managers import add_options
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--key-store", metavar="DIR",
-                        help="local key store directory (default: $IMG_CRYPT_KEY_STORE, "
-                             "else the XDG data directory)")
+    add_options(common)
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("-f", "--force", action="store_true",
                      help="overwrite an existing OUTPUT (and write ciphertext to a terminal)")
@@ -40,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kek", action="append", default=[], metavar="ID",
                    help="wrap the data key under this KEK (repeatable); default: a new key")
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",
-                   help="bind the file to this image id")
+                   help="bind the file to this image id and register the image as a consumer "
+                        "of its keys")
     p.set_defaults(func=c.encrypt)
 
     p = sub.add_parser("decrypt", parents=[common, out], help="decrypt an image")
@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", metavar="ID")
     p.add_argument("--force", action="store_true", help="delete even if consumers remain")
     p.set_defaults(func=c.keys_delete)
+    p = ksub.add_parser("consumers", parents=[common], help="list the consumers of a KEK")
+    p.add_argument("key_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=c.keys_consumers)
     return parser
 
 

@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from img_crypt import envelope
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
+from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
-from img_crypt.errors import KeyNotFoundError, UsageError
-from img_crypt.keys.local import LocalKeyStore
+from img_crypt.errors import ImgCryptError, UsageError
+from img_crypt.keys.base import Consumer, KeyManager
 
 SUITE_NAMES = {1: "Cobblestone-256 payload, AES-256-GCM key slots, HMAC-SHA-256 header"}
 
@@ -40,21 +43,6 @@ def byte_range(text: str) -> tuple[int, int | None]:
     return first, last
 
 
-def _store(args: argparse.Namespace) -> LocalKeyStore:
-    return LocalKeyStore(args.key_store)
-
-
-def _lookup(store: LocalKeyStore) -> envelope.KekLookup:
-    def lookup(kind: str, key_id: str) -> bytes | None:
-        if kind != store.kind:
-            return None
-        try:
-            return store.get_key(key_id)
-        except KeyNotFoundError:
-            return None
-    return lookup
-
-
 def _info(args: argparse.Namespace, line: str) -> None:
     """Report on stdout, unless stdout carries the data."""
     stream = sys.stderr if getattr(args, "output", None) == "-" else sys.stdout
@@ -70,32 +58,56 @@ def _size(n: int) -> str:
 
 
 def encrypt(args: argparse.Namespace) -> int:
-    """Encrypt INPUT to OUTPUT; without --kek, under a new KEK (deleted again on failure)."""
+    """Encrypt INPUT to OUTPUT under --kek keys or a new one; with --image-id, register it.
+
+    On any failure, what this command created is undone: the consumer records it added and
+    the key it created.
+    """
     refuse_terminal(args.output, args.force)
-    store = _store(args)
-    created = None if args.kek else store.create_key(name=f"img-crypt {args.input}")
+    km = Managers(args).selected()
+    created = None if args.kek else km.create_key(name=f"img-crypt {args.input}")
+    ids: list[str] = args.kek or [created]
+    image = [Consumer(service=args.consumer_service, resource_type="image",
+                      resource_id=str(args.image_id))] if args.image_id else []
+    registered: list[tuple[str, Consumer]] = []
     try:
-        ids = args.kek or [created]
-        keks = [envelope.Kek(store.kind, key_id, store.get_key(key_id)) for key_id in ids]
+        keks = [envelope.Kek(km.kind, key_id, km.get_key(key_id)) for key_id in ids]
+        for key_id, consumer in ((k, c) for k in ids for c in image):
+            km.add_consumer(key_id, consumer)
+            registered.append((key_id, consumer))
         with open_input(args.input) as (src, total), open_output(args.output,
                                                                  force=args.force) as dst, \
                 progress(total, "encrypt") as bar:
             summary = envelope.encrypt(src, dst, keks, image_id=args.image_id, progress=bar)
     except BaseException:
-        if created:
-            store.delete_key(created, force=True)
+        _undo(km, registered, created)
         raise
     for key_id in ids:
-        _info(args, f"key: {store.kind}:{key_id}{' (new)' if key_id == created else ''}")
+        _info(args, f"key: {km.kind}:{key_id}{' (new)' if key_id == created else ''}")
     _info(args, f"encrypted {args.input} -> {args.output}: {_size(summary.plaintext_size)} "
                 f"plaintext, {_size(summary.file_size)} encrypted, image "
                 f"{summary.header.image_id or 'unbound'}")
     return 0
 
 
+def _undo(km: KeyManager, registered: list[tuple[str, Consumer]], created: str | None) -> None:
+    """Best-effort rollback of an encrypt; what cannot be undone is reported, not hidden."""
+    def attempt(what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except ImgCryptError as e:
+            print(f"img-crypt: warning: could not {what}: {e}", file=sys.stderr)
+
+    for key_id, consumer in registered:
+        attempt(f"remove the consumer from key {key_id}",
+                partial(km.remove_consumer, key_id, consumer))
+    if created:
+        attempt(f"delete the new key {created}", partial(km.delete_key, created, force=True))
+
+
 def decrypt(args: argparse.Namespace) -> int:
     """Decrypt INPUT (or a byte range of it) to OUTPUT."""
-    lookup = _lookup(_store(args))
+    lookup = Managers(args).lookup()
     with open_input(args.input) as (src, total):
         if args.range is not None and total is None:
             raise UsageError("--range needs a regular file as INPUT")
@@ -153,12 +165,13 @@ def rewrap(args: argparse.Namespace) -> int:
     if not args.add_kek and not args.remove_kek:
         raise UsageError("rewrap needs --add-kek or --remove-kek")
     refuse_terminal(args.output, args.force)
-    store = _store(args)
-    add = [envelope.Kek(store.kind, key_id, store.get_key(key_id)) for key_id in args.add_kek]
-    remove = [(store.kind, key_id) for key_id in args.remove_kek]
+    managers = Managers(args)
+    km = managers.selected()
+    add = [envelope.Kek(km.kind, key_id, km.get_key(key_id)) for key_id in args.add_kek]
+    remove = [(km.kind, key_id) for key_id in args.remove_kek]
     with open_input(args.input) as (src, total), \
             open_output(args.output, force=args.force) as dst, progress(total, "rewrap") as bar:
-        summary = envelope.rewrap(src, dst, _lookup(store), add=add, remove=remove,
+        summary = envelope.rewrap(src, dst, managers.lookup(), add=add, remove=remove,
                                   progress=bar)
     slots = ", ".join(f"{s.kind}:{s.key_id}" for s in summary.header.slots)
     _info(args, f"rewrapped {args.input} -> {args.output}: key slots {slots}")
@@ -167,13 +180,13 @@ def rewrap(args: argparse.Namespace) -> int:
 
 def keys_create(args: argparse.Namespace) -> int:
     """Create a KEK and print its id."""
-    print(_store(args).create_key(name=args.name))
+    print(Managers(args).selected().create_key(name=args.name))
     return 0
 
 
 def keys_list(args: argparse.Namespace) -> int:
     """List the KEKs of the store."""
-    keys = _store(args).list_keys()
+    keys = Managers(args).selected().list_keys()
     if args.json:
         print(json.dumps([k.model_dump(mode="json") for k in keys], indent=2))
         return 0
@@ -185,6 +198,17 @@ def keys_list(args: argparse.Namespace) -> int:
 
 def keys_delete(args: argparse.Namespace) -> int:
     """Delete a KEK (refused while consumers remain, unless --force)."""
-    _store(args).delete_key(args.key_id, force=args.force)
+    Managers(args).selected().delete_key(args.key_id, force=args.force)
     print(f"deleted key {args.key_id}")
+    return 0
+
+
+def keys_consumers(args: argparse.Namespace) -> int:
+    """List the consumers (images) of a KEK."""
+    consumers = Managers(args).selected().list_consumers(args.key_id)
+    if args.json:
+        print(json.dumps([c.model_dump() for c in consumers], indent=2))
+        return 0
+    for c in consumers:
+        print(f"{c.service}  {c.resource_type}  {c.resource_id}")
     return 0

@@ -1,0 +1,206 @@
+"""HTTP plumbing of the Barbican adapter: eras, retries, error translation, direct REST calls.
+
+Barbican eras (shared/notes/openstack.md section 2): microversioned servers (Zed and later)
+answer the version document with ``max_version``; older ones answer the "stable" document and
+are treated as microversion 1.0. Whether a 1.0 server has the consumer API (Ussuri to Yoga)
+or not (Train) is learnt from the first consumer call. Both facts are cached per endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from barbicanclient import exceptions as bc_exc
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1.session import Session
+
+from img_crypt.errors import (
+    CredentialsError,
+    ForbiddenError,
+    KeyHasConsumersError,
+    KeyManagerError,
+    KeyNotFoundError,
+    UnavailableError,
+)
+
+LOG = logging.getLogger("img_crypt.barbican")
+T = TypeVar("T")
+_CONNECTION_ERRORS = (ks_exc.ConnectionError, requests.ConnectionError, requests.Timeout)
+_HEADER = "OpenStack-API-Version"
+
+
+@dataclass(frozen=True)
+class Era:
+    """What a Barbican endpoint speaks."""
+
+    microversion: str
+    """The microversion we use: ``1.0`` (unmicroversioned), ``1.1`` or ``1.2``."""
+
+    @property
+    def microversioned(self) -> bool:
+        """True from Zed on; python-barbicanclient then serves consumer calls itself."""
+        return self.microversion != "1.0"
+
+    @property
+    def protects_consumers(self) -> bool:
+        """True when the server itself refuses to delete a secret with consumers (1.2)."""
+        return _parse(self.microversion) >= (1, 2)
+
+
+_lock = threading.Lock()
+_eras: dict[str, Era] = {}
+_consumer_api: dict[str, bool] = {}
+
+
+def _parse(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
+
+
+class HttpStatusError(Exception):
+    """A non-success answer from a direct REST call, before translation."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(f"HTTP {status}: {description}")
+        self.status = status
+        self.description = description
+
+
+def _status_of(error: BaseException) -> tuple[int, str]:
+    if isinstance(error, HttpStatusError):
+        return error.status, error.description
+    if isinstance(error, bc_exc.HTTPAuthError | ks_exc.Unauthorized):
+        return 401, ""
+    if isinstance(error, bc_exc.HTTPError):
+        return int(getattr(error, "status_code", 0) or 0), str(error)
+    if isinstance(error, bc_exc.SecretHasConsumers):
+        return 409, str(error)
+    return 0, str(error)
+
+
+def translate(what: str, error: BaseException,
+              not_found: type[KeyManagerError] = KeyNotFoundError) -> KeyManagerError:
+    """Map a barbicanclient, keystoneauth or REST error to our exception tree."""
+    if isinstance(error, _CONNECTION_ERRORS):
+        return UnavailableError(f"{what}: cannot reach Barbican ({type(error).__name__})")
+    status, text = _status_of(error)
+    if status == 401:
+        return CredentialsError()
+    detail = f"{what}: HTTP {status}" + (f": {text}" if text else "")
+    if status == 409 or (status == 400 and "has consumers" in text):
+        return KeyHasConsumersError(f"{what}: the key still has consumers (use --force)")
+    mapped: dict[int, type[KeyManagerError]] = {403: ForbiddenError, 404: not_found}
+    if status in mapped:
+        return mapped[status](detail)
+    if status >= 500:
+        return UnavailableError(detail)
+    return KeyManagerError(detail)
+
+
+def _retryable(error: BaseException) -> bool:
+    status, _ = _status_of(error)
+    return isinstance(error, _CONNECTION_ERRORS) or status >= 500
+
+
+class Http:
+    """One endpoint and project over one keystoneauth session, with bounded retries."""
+
+    def __init__(self, session: Session, endpoint: str, project_id: str | None = None, *,
+                 retries: int = 3, backoff: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.session = session
+        self.root = endpoint.rstrip("/").removesuffix("/v1")
+        self.project_id = project_id
+        self.retries, self.backoff, self._sleep = retries, backoff, sleep
+
+    def call(self, what: str, fn: Callable[[], T], *, idempotent: bool = True,
+             not_found: type[KeyManagerError] = KeyNotFoundError) -> T:
+        """Run ``fn``; retry connection errors and 5xx (only if ``idempotent``); translate."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except (bc_exc.BarbicanException, bc_exc.HTTPError, ks_exc.ClientException,
+                    requests.RequestException, HttpStatusError) as e:
+                if not (idempotent and _retryable(e)) or attempt == self.retries:
+                    raise translate(what, e, not_found) from None
+                delay = min(self.backoff * 2 ** attempt, 8.0)
+                LOG.warning("%s failed (%s); retry %d of %d in %.1f s", what,
+                            type(e).__name__, attempt + 1, self.retries, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def headers(self, era: Era | None) -> dict[str, str]:
+        """Project and microversion headers for a direct call."""
+        headers = {"Accept": "application/json"}
+        if self.project_id:
+            headers["X-Project-Id"] = self.project_id
+        if era is not None and era.microversioned:
+            headers[_HEADER] = f"key-manager {era.microversion}"
+        return headers
+
+    def rest(self, method: str, path: str, era: Era | None, *,
+             json: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+             ok: tuple[int, ...] = (200,)) -> Any:
+        """One direct call to ``/v1/<path>``; JSON body back, or HttpStatusError."""
+        resp = self.session.request(f"{self.root}/v1/{path}", method, json=json,
+                                    params=params, headers=self.headers(era), raise_exc=False)
+        if resp.status_code not in ok:
+            raise HttpStatusError(resp.status_code, _description(resp))
+        return resp.json() if resp.content else None
+
+    def era(self) -> Era:
+        """The endpoint's era, discovered once per endpoint (FORMAT of the version document)."""
+        with _lock:
+            if self.root in _eras:
+                return _eras[self.root]
+        era = self.call("discover the Barbican version", self._discover)
+        with _lock:
+            _eras[self.root] = era
+        return era
+
+    def _discover(self) -> Era:
+        headers = self.headers(None) | {_HEADER: "key-manager 1.1"}
+        resp = self.session.get(f"{self.root}/", headers=headers, raise_exc=False,
+                                authenticated=None)
+        if resp.status_code >= 500:
+            raise HttpStatusError(resp.status_code, _description(resp))
+        try:
+            versions = resp.json()["versions"]
+        except (ValueError, KeyError, TypeError):
+            raise KeyManagerError(f"{self.root}/ did not answer a Barbican version document "
+                                  f"(HTTP {resp.status_code})") from None
+        if isinstance(versions, list) and versions and "max_version" in versions[0]:
+            top = min(_parse(versions[0]["max_version"]), (1, 2))
+            return Era(f"{top[0]}.{top[1]}")
+        return Era("1.0")
+
+    def consumer_api(self) -> bool | None:
+        """Whether this endpoint serves consumers, if known yet."""
+        with _lock:
+            return _consumer_api.get(self.root)
+
+    def set_consumer_api(self, present: bool) -> None:
+        """Remember whether this endpoint serves consumers."""
+        with _lock:
+            _consumer_api[self.root] = present
+
+
+def _description(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+        return str(body.get("description") or body.get("title") or "")[:300]
+    except (ValueError, AttributeError):
+        return resp.reason or ""
+
+
+def forget_endpoints() -> None:
+    """Drop the per-endpoint caches (tests; a server upgraded in place)."""
+    with _lock:
+        _eras.clear()
+        _consumer_api.clear()

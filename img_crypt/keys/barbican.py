@@ -1,0 +1,270 @@
+"""The Barbican key manager: KEKs as Barbican secrets, images as their consumers.
+
+Works on every Barbican era (see :mod:`img_crypt.keys._barbican_http`): python-barbicanclient
+for secrets and orders, and for consumers where it allows them (microversion >= 1.1); direct
+REST calls over the same keystoneauth session for the consumer API of unmicroversioned servers
+(Ussuri to Yoga), which the client refuses. Deleting a key refuses while consumers remain on
+every era, not only where the server enforces it (1.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as rnd
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar, Literal
+
+from barbicanclient import client as bc_client
+from keystoneauth1.session import Session
+
+from img_crypt.errors import (
+    ConsumerNotFoundError,
+    ConsumersUnsupportedError,
+    CredentialsError,
+    ForbiddenError,
+    KeyHasConsumersError,
+    KeyManagerError,
+    KeyNotFoundError,
+)
+from img_crypt.keys._barbican_http import Era, Http, HttpStatusError
+from img_crypt.keys.base import KEK_BYTES, Consumer, KeyInfo, KeyManager
+
+LOG = logging.getLogger("img_crypt.barbican")
+ConsumerPolicy = Literal["required", "best_effort"]
+_PAGE = 100
+
+
+class BarbicanKeyManager(KeyManager):
+    """KEKs in Barbican, for one project, through one keystoneauth session."""
+
+    kind: ClassVar[str] = "barbican"
+
+    def __init__(self, session: Session, endpoint: str, *, project_id: str | None = None,
+                 service: str = "image", consumers: ConsumerPolicy = "required",
+                 retries: int = 3, backoff: float = 0.5, order_timeout: float = 30.0) -> None:
+        self.http = Http(session, endpoint, project_id, retries=retries, backoff=backoff)
+        self.service, self.consumer_policy = service, consumers
+        self.order_timeout = order_timeout
+        self._client: Any = None
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def era(self) -> Era:
+        """The endpoint's era (discovered once per endpoint)."""
+        return self.http.era()
+
+    @property
+    def client(self) -> Any:
+        """A python-barbicanclient client at the discovered microversion."""
+        if self._client is None:
+            era = self.era
+            self._client = self.http.call("connect to Barbican", lambda: bc_client.Client(
+                session=self.http.session, endpoint=self.http.root,
+                project_id=self.http.project_id, microversion=era.microversion))
+        return self._client
+
+    @staticmethod
+    def _ref(key_id: str) -> str:
+        try:
+            return str(uuid.UUID(key_id))
+        except ValueError:
+            raise KeyNotFoundError(f"{key_id!r} is not a Barbican secret id") from None
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def create_key(self, name: str | None = None) -> str:
+        """Generate a KEK server-side through an order; store a local one if orders fail."""
+        label = f"{name or 'img-crypt-kek'}-{uuid.uuid4().hex[:12]}"
+        try:
+            ref = self._order_key(label)
+        except (CredentialsError, ForbiddenError):
+            raise
+        except (KeyManagerError, TimeoutError) as e:
+            LOG.warning("key order failed (%s); storing a locally generated key instead", e)
+            self._delete_by_name(label)
+            ref = self._store_key(label)
+        return ref.rstrip("/").rsplit("/", 1)[-1]
+
+    def _order_key(self, label: str) -> str:
+        order = self.client.orders.create_key(name=label, algorithm="aes", bit_length=256,
+                                              mode="cbc",
+                                              payload_content_type="application/octet-stream")
+        order_ref = self.http.call("order a key", order.submit, idempotent=False)
+        deadline = time.monotonic() + self.order_timeout
+        while time.monotonic() < deadline:
+            status, secret_ref = self.http.call("check the key order",
+                                                lambda: self._order_state(order_ref))
+            if status == "ACTIVE" and secret_ref:
+                self.http.call("tidy the key order", lambda: self.client.orders.delete(order_ref))
+                return str(secret_ref)
+            if status == "ERROR":
+                raise KeyManagerError(f"the key order {order_ref} failed")
+            time.sleep(0.2)
+        raise TimeoutError(f"the key order {order_ref} did not complete")
+
+    def _order_state(self, order_ref: str) -> tuple[str, str | None]:
+        order = self.client.orders.get(order_ref)
+        return str(order.status), order.secret_ref
+
+    def _store_key(self, label: str) -> str:
+        secret = self.client.secrets.create(
+            name=label, payload=rnd.token_bytes(KEK_BYTES),
+            payload_content_type="application/octet-stream", algorithm="aes", bit_length=256,
+            mode="cbc", secret_type="symmetric")
+        try:
+            return str(self.http.call("store a key", secret.store, idempotent=False))
+        except KeyManagerError:
+            self._delete_by_name(label)  # the store may have landed before the error
+            raise
+
+    def _delete_by_name(self, label: str) -> None:
+        """Best effort: delete secrets a failed create may have left under ``label``."""
+        try:
+            found = self.http.call("look for a half-created key",
+                                   lambda: self.client.secrets.list(name=label, limit=10))
+            for secret in found:
+                self.http.call("delete a half-created key", secret.delete)
+        except KeyManagerError as e:
+            LOG.warning("could not check for a half-created key %s: %s", label, e)
+
+    def get_key(self, key_id: str) -> bytes:
+        """Fetch the KEK's 32 bytes."""
+        ref = self._ref(key_id)
+        payload = self.http.call(f"fetch key {ref}", lambda: self.client.secrets.get(ref).payload)
+        if not isinstance(payload, bytes) or len(payload) != KEK_BYTES:
+            raise KeyManagerError(f"Barbican secret {ref} is not a 256-bit key")
+        return payload
+
+    def delete_key(self, key_id: str, *, force: bool = False) -> None:
+        """Delete a KEK; without ``force`` refuse while consumers remain, on every era."""
+        ref = self._ref(key_id)
+        if not force and not self.era.protects_consumers:
+            remaining = self.list_consumers(ref)
+            if remaining:
+                raise KeyHasConsumersError(f"key {ref} has {len(remaining)} consumer(s), "
+                                           f"e.g. {_show(remaining[0])}; not deleted")
+        self.http.call(f"delete key {ref}", lambda: self.client.secrets.delete(ref, force=force))
+
+    def list_keys(self) -> list[KeyInfo]:
+        """List the project's secrets (every page)."""
+        infos: list[KeyInfo] = []
+        while True:
+            page = self.http.call("list keys", partial(self.client.secrets.list, limit=_PAGE,
+                                                       offset=len(infos)))
+            infos += [KeyInfo(key_id=s.secret_ref.rstrip("/").rsplit("/", 1)[-1], name=s.name,
+                              created=s.created, consumers=len(s.consumers or []))
+                      for s in page]
+            if len(page) < _PAGE:
+                return infos
+
+    # --- consumers -----------------------------------------------------------------------
+
+    def _consumer_call(self, what: str, ref: str, via_client: Callable[[], Any],
+                       via_rest: Callable[[Era], Any]) -> Any:
+        """Run a consumer operation on this era, learning whether the API exists at all."""
+        era = self.era
+        if era.microversioned:
+            return self.http.call(what, via_client, not_found=ConsumerNotFoundError)
+        if self.http.consumer_api() is False:
+            raise ConsumersUnsupportedError("this Barbican has no secret-consumer API "
+                                            "(Train or older)")
+        try:
+            result = self.http.call(what, lambda: via_rest(era))
+        except KeyNotFoundError:
+            if self.http.consumer_api() is None:
+                self._learn_consumer_api(ref, era)
+                return self._consumer_call(what, ref, via_client, via_rest)
+            raise ConsumerNotFoundError(f"{what}: consumer not found") from None
+        self.http.set_consumer_api(True)
+        return result
+
+    def _learn_consumer_api(self, ref: str, era: Era) -> None:
+        """A 404 on a consumer route: no consumer API if the secret itself exists."""
+        self.http.call(f"fetch key {ref}", lambda: self.http.rest("GET", f"secrets/{ref}", era))
+        self.http.set_consumer_api(False)
+
+    def _data(self, consumer: Consumer) -> dict[str, str]:
+        return consumer.model_dump()
+
+    def _unsupported(self, error: ConsumersUnsupportedError, what: str) -> None:
+        if self.consumer_policy == "required":
+            raise error
+        LOG.warning("%s skipped: %s (consumers = best_effort)", what, error)
+
+    def add_consumer(self, key_id: str, consumer: Consumer) -> None:
+        """Register ``consumer`` on the key (idempotent)."""
+        ref, data = self._ref(key_id), self._data(consumer)
+        try:
+            self._consumer_call(
+                f"register consumer {_show(consumer)} on key {ref}", ref,
+                lambda: self.client.secrets.register_consumer(ref, **data),
+                lambda era: self.http.rest("POST", f"secrets/{ref}/consumers", era, json=data))
+        except ConsumersUnsupportedError as e:
+            self._unsupported(e, "registering a consumer")
+        except ConsumerNotFoundError:
+            raise KeyNotFoundError(f"key {ref} not found in Barbican") from None
+
+    def remove_consumer(self, key_id: str, consumer: Consumer) -> None:
+        """Remove ``consumer`` from the key; ConsumerNotFoundError if it was not there."""
+        ref, data = self._ref(key_id), self._data(consumer)
+        what = f"remove consumer {_show(consumer)} from key {ref}"
+        try:
+            self._consumer_call(
+                what, ref, lambda: self.client.secrets.remove_consumer(ref, **data),
+                lambda era: self.http.rest("DELETE", f"secrets/{ref}/consumers", era,
+                                           json=data))
+        except ConsumersUnsupportedError as e:
+            self._unsupported(e, "removing a consumer")
+        except ConsumerNotFoundError:
+            self._raise_missing(ref, what)
+
+    def _raise_missing(self, ref: str, what: str) -> None:
+        """A 404 from a consumer call: tell a missing key from a missing consumer."""
+        try:
+            self.http.rest("GET", f"secrets/{ref}", self.era)
+        except HttpStatusError as e:
+            if e.status == 404:
+                raise KeyNotFoundError(f"key {ref} not found in Barbican") from None
+        raise ConsumerNotFoundError(f"{what}: no such consumer")
+
+    def list_consumers(self, key_id: str) -> list[Consumer]:
+        """Every consumer of the key (all pages); [] on a pre-consumer server if best_effort."""
+        ref = self._ref(key_id)
+        found: list[Consumer] = []
+        try:
+            while True:
+                page = self._consumer_call(
+                    f"list the consumers of key {ref}", ref,
+                    partial(self._client_consumers, ref, len(found)),
+                    partial(self._rest_consumers, ref, len(found)))
+                found += [_consumer(c) for c in page]
+                if len(page) < _PAGE:
+                    return found
+        except ConsumersUnsupportedError as e:
+            self._unsupported(e, "listing consumers")
+            return []
+        except ConsumerNotFoundError:
+            raise KeyNotFoundError(f"key {ref} not found in Barbican") from None
+
+
+    def _client_consumers(self, ref: str, offset: int) -> list[dict[str, Any]]:
+        page = self.client.secrets.list_consumers(ref, limit=_PAGE, offset=offset)
+        return [vars(c) for c in page]
+
+    def _rest_consumers(self, ref: str, offset: int, era: Era) -> list[dict[str, Any]]:
+        body = self.http.rest("GET", f"secrets/{ref}/consumers", era,
+                              params={"limit": _PAGE, "offset": offset})
+        return list(body["consumers"])
+
+
+def _consumer(raw: dict[str, Any]) -> Consumer:
+    return Consumer(service=raw["service"], resource_type=raw["resource_type"],
+                    resource_id=raw["resource_id"])
+
+
+def _show(consumer: Consumer) -> str:
+    return f"{consumer.service}/{consumer.resource_type}/{consumer.resource_id}"
