@@ -143,7 +143,10 @@ class BarbicanKeyManager(KeyManager):
         """Delete a KEK; without ``force`` refuse while consumers remain, on every era."""
         ref = self._ref(key_id)
         if not force and not self.era.protects_consumers:
-            remaining = self.list_consumers(ref)
+            try:
+                remaining = self.list_consumers(ref)
+            except ConsumersUnsupportedError:
+                remaining = []  # a pre-consumer server: nothing can be registered on it
             if remaining:
                 raise KeyHasConsumersError(f"key {ref} has {len(remaining)} consumer(s), "
                                            f"e.g. {_show(remaining[0])}; not deleted")
