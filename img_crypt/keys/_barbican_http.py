@@ -33,6 +33,9 @@ LOG = logging.getLogger("img_crypt.barbican")
 T = TypeVar("T")
 _CONNECTION_ERRORS = (ks_exc.ConnectionError, requests.ConnectionError, requests.Timeout)
 _HEADER = "OpenStack-API-Version"
+_SILENT = logging.getLogger("img_crypt.barbican.secret-requests")
+_SILENT.setLevel(logging.CRITICAL + 1)
+_SILENT.propagate = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ def _status_of(error: BaseException) -> tuple[int, str]:
         return error.status, error.description
     if isinstance(error, bc_exc.HTTPAuthError | ks_exc.Unauthorized):
         return 401, ""
+    if isinstance(error, ks_exc.HttpError):
+        return int(error.http_status or 0), str(error.details or error.message or "")
     if isinstance(error, bc_exc.HTTPError):
         return int(getattr(error, "status_code", 0) or 0), str(error)
     if isinstance(error, bc_exc.SecretHasConsumers):
@@ -146,10 +151,15 @@ class Http:
 
     def rest(self, method: str, path: str, era: Era | None, *,
              json: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
-             ok: tuple[int, ...] = (200,)) -> Any:
-        """One direct call to ``/v1/<path>``; JSON body back, or HttpStatusError."""
+             ok: tuple[int, ...] = (200,), secret_body: bool = False) -> Any:
+        """One direct call to ``/v1/<path>``; JSON body back, or HttpStatusError.
+
+        ``secret_body``: the request carries key material, so keystoneauth must not log it
+        (it logs request bodies at DEBUG).
+        """
         resp = self.session.request(f"{self.root}/v1/{path}", method, json=json,
-                                    params=params, headers=self.headers(era), raise_exc=False)
+                                    params=params, headers=self.headers(era), raise_exc=False,
+                                    logger=_SILENT if secret_body else None)
         if resp.status_code not in ok:
             raise HttpStatusError(resp.status_code, _description(resp))
         return resp.json() if resp.content else None

@@ -9,6 +9,7 @@ every era, not only where the server enforces it (1.2).
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets as rnd
 import time
@@ -29,7 +30,7 @@ from img_crypt.errors import (
     KeyManagerError,
     KeyNotFoundError,
 )
-from img_crypt.keys._barbican_http import Era, Http, HttpStatusError
+from img_crypt.keys._barbican_http import Era, Http
 from img_crypt.keys.base import KEK_BYTES, Consumer, KeyInfo, KeyManager
 
 LOG = logging.getLogger("img_crypt.barbican")
@@ -102,6 +103,7 @@ class BarbicanKeyManager(KeyManager):
                 self.http.call("tidy the key order", lambda: self.client.orders.delete(order_ref))
                 return str(secret_ref)
             if status == "ERROR":
+                self.http.call("tidy the key order", lambda: self.client.orders.delete(order_ref))
                 raise KeyManagerError(f"the key order {order_ref} failed")
             time.sleep(0.2)
         raise TimeoutError(f"the key order {order_ref} did not complete")
@@ -111,15 +113,20 @@ class BarbicanKeyManager(KeyManager):
         return str(order.status), order.secret_ref
 
     def _store_key(self, label: str) -> str:
-        secret = self.client.secrets.create(
-            name=label, payload=rnd.token_bytes(KEK_BYTES),
-            payload_content_type="application/octet-stream", algorithm="aes", bit_length=256,
-            mode="cbc", secret_type="symmetric")
+        """Store a locally generated key (a direct call, so no library logs its body)."""
+        body = {"name": label, "payload": base64.b64encode(rnd.token_bytes(KEK_BYTES)).decode(),
+                "payload_content_type": "application/octet-stream",
+                "payload_content_encoding": "base64", "algorithm": "aes", "bit_length": 256,
+                "mode": "cbc", "secret_type": "symmetric"}
+        era = self.era
         try:
-            return str(self.http.call("store a key", secret.store, idempotent=False))
+            reply = self.http.call("store a key", lambda: self.http.rest(
+                "POST", "secrets", era, json=body, ok=(201,), secret_body=True),
+                idempotent=False)
         except KeyManagerError:
             self._delete_by_name(label)  # the store may have landed before the error
             raise
+        return str(reply["secret_ref"])
 
     def _delete_by_name(self, label: str) -> None:
         """Best effort: delete secrets a failed create may have left under ``label``."""
@@ -186,9 +193,17 @@ class BarbicanKeyManager(KeyManager):
         return result
 
     def _learn_consumer_api(self, ref: str, era: Era) -> None:
-        """A 404 on a consumer route: no consumer API if the secret itself exists."""
-        self.http.call(f"fetch key {ref}", lambda: self.http.rest("GET", f"secrets/{ref}", era))
-        self.http.set_consumer_api(False)
+        """A 404 on a consumer route: list the consumers to tell "no API" from "not found"."""
+        try:
+            self.http.call(f"probe the consumer API with key {ref}", lambda: self.http.rest(
+                "GET", f"secrets/{ref}/consumers", era, params={"limit": 1}))
+        except KeyNotFoundError:
+            # the listing 404s too: no consumer API, or no such secret; the secret says which
+            self.http.call(f"fetch key {ref}", lambda: self.http.rest("GET", f"secrets/{ref}",
+                                                                     era))
+            self.http.set_consumer_api(False)
+            return
+        self.http.set_consumer_api(True)
 
     def _data(self, consumer: Consumer) -> dict[str, str]:
         return consumer.model_dump()
@@ -227,11 +242,8 @@ class BarbicanKeyManager(KeyManager):
 
     def _raise_missing(self, ref: str, what: str) -> None:
         """A 404 from a consumer call: tell a missing key from a missing consumer."""
-        try:
-            self.http.rest("GET", f"secrets/{ref}", self.era)
-        except HttpStatusError as e:
-            if e.status == 404:
-                raise KeyNotFoundError(f"key {ref} not found in Barbican") from None
+        self.http.call(f"fetch key {ref}", lambda: self.http.rest("GET", f"secrets/{ref}",
+                                                                 self.era))
         raise ConsumerNotFoundError(f"{what}: no such consumer")
 
     def list_consumers(self, key_id: str) -> list[Consumer]:
