@@ -1,0 +1,201 @@
+"""The HTTP side: a threaded stdlib server and the MockBarbican handle."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from . import v1
+from .app import Context, Request, handle
+from .eras import get_era
+from .faults import Faults, Verdict, decide
+from .responses import ApiError, Response
+from .secrets import snapshot_all
+from .state import Store
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    mock: MockBarbican
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def version_string(self) -> str:
+        return "barbican-mock"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet; MockBarbican.requests_log records every request."""
+
+    def _serve(self) -> None:
+        mock = self.server.mock
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        verdict = decide(mock.faults, mock._next_number())
+        if mock.faults.latency > 0:
+            time.sleep(mock.faults.latency)
+        if verdict is Verdict.DROP:
+            mock._log(self.command, self.path, 0)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if verdict is Verdict.ERROR:
+            resp = ApiError(503, "Injected fault: service unavailable.").response()
+        else:
+            resp = mock._answer(self._request(body))
+        mock._log(self.command, self.path, resp.status)
+        self._send(resp)
+
+    def _request(self, body: bytes) -> Request:
+        url = urlsplit(self.path)
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        pairs = parse_qsl(url.query, keep_blank_values=True)
+        host = headers.get("host")
+        base = f"http://{host}" if host else self.server.mock.url
+        return Request(self.command, url.path, dict(pairs), headers, body, base,
+                       raw_query=pairs)
+
+    def _send(self, resp: Response) -> None:
+        self.send_response(resp.status)
+        if resp.content_type:
+            self.send_header("Content-Type", resp.content_type)
+        for name, value in resp.headers:
+            self.send_header(name, value)
+        if resp.status != 204:
+            self.send_header("Content-Length", str(len(resp.body)))
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD" and resp.status not in (204, 304):
+            self.wfile.write(resp.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+
+class MockBarbican:
+    """An HTTP mock of Barbican's key-manager API v1 for one era.
+
+    Use ``with MockBarbican(era="yoga") as m:`` and point clients at ``m.url``;
+    clients send ``X-Project-Id``.
+    """
+
+    def __init__(self, era: str = "2026.2", host: str = "127.0.0.1", port: int = 0,
+                 faults: Faults | None = None, *, allow_remote: bool = False) -> None:
+        if not allow_remote and not is_loopback(host):
+            raise ValueError(f"refusing to listen on non-loopback host {host!r}")
+        self.era = get_era(era)
+        self.host, self.port = host, port
+        self.faults = faults if faults is not None else Faults()
+        self.url = ""
+        self._store = Store()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._log_entries: list[tuple[str, str, int]] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MockBarbican:
+        """Serve in a daemon thread; ``url`` is valid afterwards."""
+        if self._server is not None:
+            return self
+        server_cls = _Server6 if ":" in self.host else _Server
+        server = server_cls((self.host, self.port), _Handler)
+        server.mock = self
+        self.port = server.server_address[1]
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{shown}:{self.port}"
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="barbican-mock",
+                                        daemon=True, kwargs={"poll_interval": 0.05})
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MockBarbican:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def secrets(self, project: str | None = None) -> list[dict[str, Any]]:
+        """Snapshot of the stored secrets (of *project*, or all)."""
+        return snapshot_all(self._context(), project)
+
+    def consumers(self, secret_id: str) -> list[dict[str, Any]]:
+        """Live consumers of a secret ([] when the secret does not exist)."""
+        with self._store.lock:
+            secret = self._store.get_secret(secret_id)
+            if secret is None:
+                return []
+            return [{"service": c.service, "resource_type": c.resource_type,
+                     "resource_id": c.resource_id, "created": c.created, "updated": c.updated}
+                    for c in secret.live_consumers()]
+
+    def counts(self) -> dict[str, int]:
+        """{"secrets", "consumers", "orders", "requests"} right now."""
+        with self._lock:
+            requests = len(self._log_entries)
+        return {**self._store.counts(), "requests": requests}
+
+    def requests_log(self) -> list[tuple[str, str, int]]:
+        """(method, path with query, status) of every request; status 0 when dropped."""
+        with self._lock:
+            return list(self._log_entries)
+
+    def _context(self) -> Context:
+        return Context(self.era, self._store, self.faults.consumers_fail)
+
+    def _next_number(self) -> int:
+        with self._lock:
+            self._count += 1
+            return self._count - 1
+
+    def _log(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self._log_entries.append((method, path, status))
+
+    def _answer(self, req: Request) -> Response:
+        try:
+            with self._store.lock:  # one request at a time, like one sync gunicorn worker
+                return handle(req, self._context(), v1.route)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            return ApiError(500, "Mock failure - see the server's stderr.").response()
