@@ -104,3 +104,17 @@ def pipe_feeder() -> Iterator[PipeFeeder]:
     for thread in threads:
         thread.join(timeout=10)
         assert not thread.is_alive(), "pipe writer thread did not finish"
+
+
+# --- real Barbican 23.0.0 (tests/test_contract_barbican.py) -----------------------------------
+# real_barbican: one server per session (per xdist worker); the venv in .servers/ is installed
+# once under a file lock. A server that cannot start fails the tests (RuntimeError), never skips.
+
+
+@pytest.fixture(scope="session")
+def real_barbican() -> Iterator[object]:
+    """A started ``tests.servers.barbican.RealBarbican`` on 127.0.0.1 (``.url``)."""
+    from tests.servers.barbican import RealBarbican
+
+    with RealBarbican() as server:
+        yield server
