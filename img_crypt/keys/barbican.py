@@ -29,6 +29,7 @@ from img_crypt.errors import (
     KeyHasConsumersError,
     KeyManagerError,
     KeyNotFoundError,
+    UnavailableError,
 )
 from img_crypt.keys._barbican_http import Era, Http
 from img_crypt.keys.base import KEK_BYTES, Consumer, KeyInfo, KeyManager
@@ -80,9 +81,11 @@ class BarbicanKeyManager(KeyManager):
     def create_key(self, name: str | None = None) -> str:
         """Generate a KEK server-side through an order; store a local one if orders fail."""
         label = f"{name or 'img-crypt-kek'}-{uuid.uuid4().hex[:12]}"
+        _ = self.client  # discover and connect first: a failure here created nothing
         try:
             ref = self._order_key(label)
-        except (CredentialsError, ForbiddenError):
+        except (CredentialsError, ForbiddenError, UnavailableError):
+            self._delete_by_name(label)
             raise
         except (KeyManagerError, TimeoutError) as e:
             LOG.warning("key order failed (%s); storing a locally generated key instead", e)
