@@ -187,7 +187,8 @@ def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Ke
         raise UsageError(f"the file has no key slot for {', '.join(missing)}")
     dropped = set(remove)
     kept = [s for s in header.slots if (s.kind, s.key_id) not in dropped]
-    fresh = [k for k in add if (k.kind, k.key_id) not in {(s.kind, s.key_id) for s in kept}]
+    kept_names = {(s.kind, s.key_id) for s in kept}
+    fresh = [k for k in add if (k.kind, k.key_id) not in kept_names]
     new = _keyslots.seal(dek, header.image_id, fresh, kept)
     new_raw = new.encode()
     write_all(sink, new_raw)

@@ -10,7 +10,7 @@ import re
 import struct
 import uuid
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from img_crypt._cobblestone import COBBLESTONE_256, Suite
 from img_crypt.errors import FormatError
@@ -174,8 +174,6 @@ def _parse_slot(cur: _Cursor, n: int) -> KeySlot:
 
 def _first_error(error: Exception) -> str:
     """One line from a pydantic or codec error, for a one-line FormatError."""
-    errors = getattr(error, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return str(first.get("msg", error))
+    if isinstance(error, ValidationError):
+        return str(error.errors()[0]["msg"])
     return str(error).splitlines()[0]

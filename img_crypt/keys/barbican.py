@@ -91,7 +91,7 @@ class BarbicanKeyManager(KeyManager):
             LOG.warning("key order failed (%s); storing a locally generated key instead", e)
             self._delete_by_name(label)
             ref = self._store_key(label)
-        return ref.rstrip("/").rsplit("/", 1)[-1]
+        return _secret_id(ref)
 
     def _order_key(self, label: str) -> str:
         order = self.client.orders.create_key(name=label, algorithm="aes", bit_length=256,
@@ -168,7 +168,7 @@ class BarbicanKeyManager(KeyManager):
         while True:
             page = self.http.call("list keys", partial(self.client.secrets.list, limit=_PAGE,
                                                        offset=len(infos)))
-            infos += [KeyInfo(key_id=s.secret_ref.rstrip("/").rsplit("/", 1)[-1], name=s.name,
+            infos += [KeyInfo(key_id=_secret_id(s.secret_ref), name=s.name,
                               created=s.created, consumers=len(s.consumers or []))
                       for s in page]
             if len(page) < _PAGE:
@@ -208,9 +208,6 @@ class BarbicanKeyManager(KeyManager):
             return
         self.http.set_consumer_api(True)
 
-    def _data(self, consumer: Consumer) -> dict[str, str]:
-        return consumer.model_dump()
-
     def _unsupported(self, error: ConsumersUnsupportedError, what: str) -> None:
         if self.consumer_policy == "required":
             raise error
@@ -218,7 +215,7 @@ class BarbicanKeyManager(KeyManager):
 
     def add_consumer(self, key_id: str, consumer: Consumer) -> None:
         """Register ``consumer`` on the key (idempotent)."""
-        ref, data = self._ref(key_id), self._data(consumer)
+        ref, data = self._ref(key_id), consumer.model_dump()
         try:
             self._consumer_call(
                 f"register consumer {_show(consumer)} on key {ref}", ref,
@@ -231,7 +228,7 @@ class BarbicanKeyManager(KeyManager):
 
     def remove_consumer(self, key_id: str, consumer: Consumer) -> None:
         """Remove ``consumer`` from the key; ConsumerNotFoundError if it was not there."""
-        ref, data = self._ref(key_id), self._data(consumer)
+        ref, data = self._ref(key_id), consumer.model_dump()
         what = f"remove consumer {_show(consumer)} from key {ref}"
         try:
             self._consumer_call(
@@ -277,6 +274,11 @@ class BarbicanKeyManager(KeyManager):
         body = self.http.rest("GET", f"secrets/{ref}/consumers", era,
                               params={"limit": _PAGE, "offset": offset})
         return list(body["consumers"])
+
+
+def _secret_id(secret_ref: str) -> str:
+    """The UUID at the end of a secret reference URL."""
+    return secret_ref.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _consumer(raw: dict[str, Any]) -> Consumer:
