@@ -6,6 +6,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import pytest
@@ -118,3 +119,17 @@ def real_barbican() -> Iterator[object]:
 
     with RealBarbican() as server:
         yield server
+
+
+# --- real Glance 33.0.0 (tests/test_glance_fixture.py and the Glance plugin e2e tests) ---------
+# glance_venv: the venv in .servers/ with Glance, gunicorn and this repository (editable, so our
+# entry points load), installed once under a file lock. Tests start their own
+# ``tests.servers.glance.RealGlance`` with the plugin configuration they need.
+
+
+@pytest.fixture(scope="session")
+def glance_venv() -> Path:
+    """``tests.servers.glance.ensure_venv()``: the path of the Glance virtualenv."""
+    from tests.servers.glance import ensure_venv
+
+    return ensure_venv()

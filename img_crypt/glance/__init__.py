@@ -1,0 +1,1 @@
+"""Glance integration: the image-import plugin, the delete lifecycle and their options."""

@@ -1,0 +1,69 @@
+"""What happens to an encrypted image's key when the image is deleted.
+
+One handler, :func:`on_image_delete`, for the in-Glance notifier driver, img-crypt-listener and
+(by the same rules) ``img-crypt reconcile``. It is idempotent: a repeated or late notification
+finds the consumer already gone and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from img_crypt.errors import ConsumerNotFoundError, KeyHasConsumersError, KeyNotFoundError
+from img_crypt.glance import properties as props
+from img_crypt.keys.base import Consumer, KeyManager
+
+LOG = logging.getLogger("img_crypt.glance.lifecycle")
+
+DELETE_EVENT = "image.delete"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the handler did for one deleted image."""
+
+    image_id: str
+    key_id: str
+    consumer_removed: bool
+    key_deleted: bool
+    note: str = ""
+
+
+def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None], KeyManager],
+                    *, service: str) -> Outcome | None:
+    """Unregister a deleted image from its key, then delete the key if its policy says so.
+
+    ``image`` is the ``image.delete`` payload (``id``, ``owner``, ``properties``);
+    ``manager_for(owner)`` gives a key manager acting for the image's project. Images without
+    ``os_encrypt_key_id`` are ignored (None). Key-manager errors other than "already gone"
+    propagate, so a listener can retry.
+    """
+    properties = image.get("properties") or {}
+    key_id = properties.get(props.KEY_ID)
+    if not key_id:
+        return None
+    image_id = str(image["id"])
+    manager = manager_for(image.get("owner"))
+    consumer = Consumer(service=service, resource_type="image", resource_id=image_id)
+    try:
+        manager.remove_consumer(key_id, consumer)
+        removed = True
+    except ConsumerNotFoundError:
+        removed = False  # a repeated notification, or a client-side image never registered
+    except KeyNotFoundError:
+        return Outcome(image_id, key_id, False, False, "the key was already deleted")
+    if props.deletion_policy(properties) != props.ON_IMAGE_DELETION:
+        return Outcome(image_id, key_id, removed, False, "kept: policy do_not_delete")
+    try:
+        manager.delete_key(key_id)
+    except KeyHasConsumersError:
+        LOG.warning("key %s of deleted image %s kept: other images still use it", key_id,
+                    image_id)
+        return Outcome(image_id, key_id, removed, False, "kept: other consumers remain")
+    except KeyNotFoundError:
+        return Outcome(image_id, key_id, removed, False, "the key was already deleted")
+    LOG.info("deleted key %s with image %s", key_id, image_id)
+    return Outcome(image_id, key_id, removed, True)

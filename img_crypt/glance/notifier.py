@@ -1,0 +1,54 @@
+"""The delete hook inside Glance: an oslo.messaging notifier driver.
+
+Enabled with ``[oslo_messaging_notifications] driver = img_crypt`` (a MultiStrOpt: add a line
+``driver = log`` or ``driver = messagingv2`` to keep the others). Glance calls it
+synchronously after each image change; it acts on ``image.delete`` only, and never raises into
+Glance: a failure is logged, and ``img-crypt reconcile`` repairs it later.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from oslo_config import cfg
+from oslo_messaging.notify import notifier
+
+from img_crypt.errors import ImgCryptError
+from img_crypt.glance.keys import for_owner
+from img_crypt.glance.lifecycle import DELETE_EVENT, on_image_delete
+from img_crypt.glance.opts import GROUP, register_opts
+
+LOG = logging.getLogger("img_crypt.glance.notifier")
+
+
+def handle_delete(conf: cfg.ConfigOpts, payload: dict[str, Any]) -> None:
+    """Run the delete handler with the service credentials of ``conf``; log the outcome."""
+    outcome = on_image_delete(payload, lambda owner: for_owner(conf, owner),
+                              service=conf[GROUP].consumer_service)
+    if outcome is not None:
+        LOG.info("image %s deleted: consumer removed from key %s: %s; key deleted: %s%s",
+                 outcome.image_id, outcome.key_id, outcome.consumer_removed,
+                 outcome.key_deleted, f" ({outcome.note})" if outcome.note else "")
+
+
+class ImageDeleteDriver(notifier.Driver):  # type: ignore[misc]
+    """Notifier driver (entry point ``oslo.messaging.notify.drivers``, name ``img_crypt``)."""
+
+    def __init__(self, conf: cfg.ConfigOpts, topics: list[str], transport: Any) -> None:
+        super().__init__(conf, topics, transport)
+        register_opts(conf)
+
+    def notify(self, ctxt: Any, msg: dict[str, Any], priority: str, retry: Any) -> None:
+        """Handle one notification; only ``image.delete`` matters."""
+        if msg.get("event_type") != DELETE_EVENT:
+            return
+        payload = msg.get("payload") or {}
+        try:
+            handle_delete(self.conf, payload)
+        except ImgCryptError as e:
+            LOG.error("image %s deleted, but its key was not cleaned up: %s (img-crypt "
+                      "reconcile will retry)", payload.get("id"), e)
+        except Exception:  # never break Glance's delete
+            LOG.exception("image %s deleted; the img-crypt delete hook failed",
+                          payload.get("id"))

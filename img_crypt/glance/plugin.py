@@ -1,0 +1,196 @@
+"""The Glance image-import plugin ``image_encryption``: encrypt staged data before it is stored.
+
+Enabled with ``[image_import_opts] image_import_plugins = ['image_encryption']``. It runs for
+glance-direct, web-download and glance-download imports, after the data is staged and before
+it goes to the stores. Per image: fetch or create the KEK, register the image as its consumer,
+encrypt the staged file into a new one bound to the image id, and set the ``os_encrypt_*``
+properties. Any failure is undone (key, consumer, files, image status), see :meth:`revert`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oslo_config import cfg
+from taskflow import task
+from taskflow.patterns import linear_flow
+
+from img_crypt.envelope import Kek
+from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UsageError
+from img_crypt.glance import properties as props
+from img_crypt.glance import staged
+from img_crypt.glance.keys import for_request
+from img_crypt.glance.opts import GROUP, register_opts
+from img_crypt.keys.base import Consumer, KeyManager
+
+LOG = logging.getLogger("img_crypt.glance.plugin")
+
+
+def _upload_error(message: str) -> Exception:
+    """Glance's UploadException: the one whose text becomes the task's message."""
+    try:
+        from glance.common.exception import UploadException
+    except ImportError:  # outside Glance (unit tests)
+        return RuntimeError(message)
+    return UploadException(message)  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Done:
+    """What execute changed, so revert undoes exactly that."""
+
+    manager: KeyManager | None = None
+    created_key: str | None = None
+    consumer: tuple[str, Consumer] | None = None
+    dest: Path | None = None
+    properties: list[str] = field(default_factory=list)
+    container_format: str | None = None
+
+
+class EncryptImage(task.Task):  # type: ignore[misc]
+    """Encrypt the staged image data; provides the new ``file_path``."""
+
+    default_provides = "file_path"
+
+    def __init__(self, *, context: Any, task_id: str, task_type: str, action_wrapper: Any,
+                 stores: list[str], conf: cfg.ConfigOpts, key_manager: Any = for_request):
+        super().__init__(name=f"{task_type}-EncryptImage-{task_id}")
+        self.context, self.action_wrapper, self.stores = context, action_wrapper, stores
+        self.conf, self.key_manager = conf, key_manager
+        self.image_id = str(action_wrapper.image_id)
+        self.src: Path | None = None
+        self.done = _Done()
+
+    # --- execute -------------------------------------------------------------------------
+
+    def execute(self, file_path: str) -> str:
+        """Encrypt ``file_path`` (``file://`` staging URI); return the encrypted file's URI."""
+        with self.action_wrapper as action:
+            extra = dict(action.image_extra_properties)
+            container_format = action.image_container_format
+        self.src = staged.path_of(file_path)
+        if props.is_encrypted(extra):
+            return self._accept_client_side(file_path, extra)
+        try:
+            return self._encrypt(container_format)
+        except ImgCryptError as e:
+            self._undo_keys_and_files()
+            message = f"image {self.image_id} could not be encrypted: {e}"
+            if self.conf[GROUP].require_encryption:
+                raise _upload_error(message) from None
+            LOG.warning("%s; storing it in plaintext (require_encryption = False)", message)
+            return file_path
+        except BaseException:
+            self._undo_keys_and_files()  # revert may never come: leave no key or consumer
+            raise
+
+    def _accept_client_side(self, file_path: str, extra: dict[str, Any]) -> str:
+        """An image encrypted before upload: store it as it is, after checking our own format."""
+        if extra.get(props.FORMAT) != props.FORMAT_NAME:
+            LOG.info("image %s is already encrypted (%s); left as it is", self.image_id,
+                     extra.get(props.FORMAT))
+            return file_path
+        assert self.src is not None
+        try:
+            staged.check_client_encrypted(self.src, uuid.UUID(self.image_id))
+        except ImgCryptError as e:
+            raise _upload_error(f"image {self.image_id} claims os_encrypt_format "
+                                f"{props.FORMAT_NAME} but its data does not match: {e}") from None
+        LOG.info("image %s was encrypted by the client; left as it is", self.image_id)
+        return file_path
+
+    def _policy(self) -> props.Policy:
+        group = self.conf[GROUP]
+        if group.key_deletion_policy:
+            return props.deletion_policy({props.DELETION_POLICY: group.key_deletion_policy})
+        return props.DO_NOT_DELETE if group.kek_id else props.ON_IMAGE_DELETION
+
+    def _encrypt(self, container_format: str | None) -> str:
+        group, done = self.conf[GROUP], self.done
+        assert self.src is not None
+        if group.container_format == "bare" or group.container_format not in \
+                self.conf.image_format.container_formats:
+            raise UsageError(f"[{GROUP}] container_format {group.container_format!r} must "
+                                  f"be one of [image_format] container_formats, and not 'bare'")
+        policy = self._policy()
+        done.manager = manager = self.key_manager(self.conf, self.context)
+        key_id = group.kek_id
+        if not key_id:
+            key_id = done.created_key = manager.create_key(
+                props.per_image_key_name(self.image_id, policy))
+        kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
+        consumer = Consumer(service=group.consumer_service, resource_type="image",
+                            resource_id=self.image_id)
+        manager.add_consumer(key_id, consumer)
+        done.consumer = (key_id, consumer)
+        done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))
+        new = props.encrypted_properties(
+            header_size=summary.header_size, key_id=key_id, policy=policy,
+            plaintext_size=summary.plaintext_size, container_format=container_format or "bare")
+        with self.action_wrapper as action:
+            done.container_format = container_format
+            action.set_image_attribute(size=summary.file_size,
+                                       container_format=group.container_format)
+            done.properties = list(new)
+            action.set_image_extra_properties(new)
+        self.src.unlink()  # no plaintext stays in staging
+        LOG.info("image %s encrypted with key %s: %d -> %d bytes", self.image_id, key_id,
+                 summary.plaintext_size, summary.file_size)
+        return f"file://{done.dest}"
+
+    # --- revert --------------------------------------------------------------------------
+
+    def revert(self, result: Any = None, **kwargs: Any) -> None:
+        """Undo everything: key, consumer, files, properties; the image goes back to queued."""
+        self._undo_keys_and_files()
+        with self.action_wrapper as action:
+            for name in self.done.properties:
+                action.pop_extra_property(name)
+            if self.done.properties:
+                action.set_image_attribute(container_format=self.done.container_format)
+            action.set_image_attribute(status="queued")
+            if self.stores:
+                action.remove_importing_stores(self.stores)
+                action.add_failed_stores(self.stores)
+        if self.src is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.src.unlink()
+        self.done = _Done()
+
+    def _undo_keys_and_files(self) -> None:
+        """Remove the consumer, the per-image key and the encrypted file this task made."""
+        done = self.done
+        if done.dest is not None:
+            with contextlib.suppress(FileNotFoundError):
+                done.dest.unlink()
+        if done.manager is not None and done.consumer is not None:
+            key_id, consumer = done.consumer
+            try:
+                done.manager.remove_consumer(key_id, consumer)
+            except ConsumerNotFoundError:
+                pass
+            except ImgCryptError as e:
+                LOG.error("image %s: could not remove its consumer from key %s: %s",
+                          self.image_id, key_id, e)
+        if done.manager is not None and done.created_key is not None:
+            try:
+                done.manager.delete_key(done.created_key, force=True)
+            except ImgCryptError as e:
+                LOG.error("image %s: could not delete its new key %s: %s", self.image_id,
+                          done.created_key, e)
+        done.dest = done.consumer = done.created_key = None
+
+
+def get_flow(**kwargs: Any) -> Any:
+    """The plugin's flow (entry point ``glance.image_import.plugins``, name image_encryption)."""
+    conf = cfg.CONF
+    register_opts(conf)
+    return linear_flow.Flow(kwargs["task_type"]).add(EncryptImage(
+        context=kwargs.get("context"), task_id=kwargs["task_id"],
+        task_type=kwargs["task_type"], action_wrapper=kwargs["action_wrapper"],
+        stores=kwargs.get("backend") or [], conf=conf))

@@ -1,0 +1,68 @@
+"""The ``os_encrypt_*`` image properties: what an encrypted image says about itself.
+
+Pure: no Glance or oslo import, so the CLI, the plugin and the delete hook share one reading
+of them. Names follow the upstream "standardized image encryption" specs (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+FORMAT_NAME = "img-crypt-v1"
+"""Our value of ``os_encrypt_format``."""
+
+FORMAT = "os_encrypt_format"
+KEY_ID = "os_encrypt_key_id"
+CIPHER = "os_encrypt_cipher"
+DELETION_POLICY = "os_encrypt_key_deletion_policy"
+DECRYPT_CONTAINER_FORMAT = "os_decrypt_container_format"
+DECRYPT_SIZE = "os_decrypt_size"
+HEADER_LENGTH = "img_crypt_header_length"
+"""The wrapped DEK is in the first ``img_crypt_header_length`` bytes of the stored data."""
+
+CIPHER_NAME = "AES-256-GCM"
+ENCRYPTED_CONTAINER_FORMAT = "encrypted"
+
+Policy = Literal["on_image_deletion", "do_not_delete"]
+ON_IMAGE_DELETION: Policy = "on_image_deletion"
+DO_NOT_DELETE: Policy = "do_not_delete"
+
+PER_IMAGE_KEY_PREFIX = "img-crypt-image-"
+"""Names of KEKs the plugin made for one image and may delete with it (reconcile reads it)."""
+
+
+def is_encrypted(properties: Mapping[str, object]) -> bool:
+    """True when an image already says it is encrypted (any ``os_encrypt_*`` property)."""
+    return any(name.startswith("os_encrypt_") and value not in (None, "")
+               for name, value in properties.items())
+
+
+def deletion_policy(properties: Mapping[str, object]) -> Policy:
+    """The image's key deletion policy; anything unknown means keep the key.
+
+    ``on_image_deletion`` (Cinder's value) and ``True`` (the Glance 2025.1 spec's value) both
+    mean delete; missing or any other value means do nothing, the safe choice.
+    """
+    value = str(properties.get(DELETION_POLICY, "")).strip().lower()
+    return ON_IMAGE_DELETION if value in (ON_IMAGE_DELETION, "true") else DO_NOT_DELETE
+
+
+def encrypted_properties(*, header_size: int, key_id: str, policy: Policy,
+                         plaintext_size: int, container_format: str) -> dict[str, str]:
+    """The properties of an image whose data became an img-crypt file."""
+    return {
+        FORMAT: FORMAT_NAME,
+        CIPHER: CIPHER_NAME,
+        KEY_ID: key_id,
+        DELETION_POLICY: policy,
+        DECRYPT_CONTAINER_FORMAT: container_format,
+        DECRYPT_SIZE: str(plaintext_size),
+        HEADER_LENGTH: str(header_size),
+    }
+
+
+def per_image_key_name(image_id: str, policy: Policy) -> str:
+    """The name of a KEK made for one image; it records whether it goes with the image."""
+    return f"{PER_IMAGE_KEY_PREFIX}{image_id}" if policy == ON_IMAGE_DELETION \
+        else f"img-crypt-kept-{image_id}"

@@ -1,0 +1,53 @@
+"""The staged file of an import: encrypt it into a sibling file, or check a client's file.
+
+Only paths, keys and bytes: no Glance, no key manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+from img_crypt import envelope
+from img_crypt.envelope import Kek, Summary
+from img_crypt.errors import BindingError, FormatError
+
+SUFFIX = ".img-crypt"
+
+
+def path_of(file_uri: str) -> Path:
+    """The local path of Glance's ``file://`` staging URI."""
+    if not file_uri.startswith("file://"):
+        raise FormatError(f"only file:// staging is supported, not {file_uri.partition(':')[0]}")
+    return Path(file_uri.removeprefix("file://"))
+
+
+def encrypt_file(src: Path, kek: Kek, image_id: uuid.UUID) -> tuple[Path, Summary]:
+    """Encrypt ``src`` into ``src`` + SUFFIX (bound to ``image_id``); no partial file on error."""
+    dest = src.with_name(src.name + SUFFIX)
+    with contextlib.suppress(FileNotFoundError):
+        dest.unlink()  # left by an earlier attempt that died
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(src, "rb") as source, os.fdopen(fd, "wb", buffering=0) as sink:
+            summary = envelope.encrypt(source, sink, [kek], image_id=image_id)
+            os.fsync(sink.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
+        raise
+    return dest, summary
+
+
+def check_client_encrypted(path: Path, image_id: uuid.UUID) -> Summary:
+    """Check that a client-side encrypted upload is our format and bound to this image."""
+    with open(path, "rb") as file:
+        summary = envelope.inspect(file, size=os.fstat(file.fileno()).st_size)
+    if summary.header.image_id != image_id:
+        raise BindingError(f"the data was encrypted for image {summary.header.image_id}, "
+                           f"not {image_id} (use img-crypt encrypt --image-id {image_id})")
+    if summary.plaintext_size < 0:
+        raise FormatError("the payload is truncated or has trailing bytes")
+    return summary

@@ -1,0 +1,714 @@
+"""A real Glance 33.0.0 (from PyPI) on 127.0.0.1 without Keystone, for end-to-end tests.
+
+``ensure_venv()`` installs ``glance==33.0.0``, gunicorn and this repository (editable, with the
+``glance`` extra, so Glance finds our ``glance.image_import.plugins`` and
+``oslo.messaging.notify.drivers`` entry points) once into ``<repo>/.servers/`` (git ignored),
+and prepares a migrated SQLite template database. ``RealGlance`` runs one keystone-less server
+per instance in its own temp dir; ``GlanceClient`` speaks the v2 API with identity headers;
+``serve_file`` is a loopback HTTP server for web-download. A server that cannot start raises
+RuntimeError (tests fail, never skip). See /work/shared/notes/real-servers.md ("Glance 33.0.0").
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+GLANCE_VERSION = "33.0.0"
+REQUIREMENTS = (f"glance=={GLANCE_VERSION}", "gunicorn")
+
+REPO = Path(__file__).resolve().parents[2]
+PYPROJECT = REPO / "pyproject.toml"
+SERVERS_DIR = REPO / ".servers"
+VENV_DIR = SERVERS_DIR / f"glance-{GLANCE_VERSION}"
+LOCK_FILE = SERVERS_DIR / "glance.lock"
+STAMP_NAME = ".img-crypt-install-complete"
+TEMPLATE_DB = "glance-template.sqlite"  # inside the venv: a db_sync'ed empty database
+
+START_TIMEOUT = 60.0
+POLL_INTERVAL = 0.1
+STOP_GRACE = 10.0
+
+SERVER_PROJECT = "p-fixture"  # the project of the readiness probe's identity headers
+
+
+# --- the virtualenv ---------------------------------------------------------------------------
+
+
+def _base_python() -> str:
+    """The interpreter running the tests, outside any virtualenv (``venv`` builds from it)."""
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
+def _base_stamp() -> str:
+    """The part of the stamp that needs a whole new venv when it changes."""
+    return "\n".join((*REQUIREMENTS, _base_python())) + "\n"
+
+
+def _stamp_text() -> str:
+    """The complete stamp: a change of pyproject.toml (entry points, extras) reinstalls us."""
+    digest = hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
+    return _base_stamp() + f"-e {REPO}[glance]\npyproject.toml sha256 {digest}\n"
+
+
+def _read_stamp(venv: Path) -> str:
+    try:
+        return (venv / STAMP_NAME).read_text()
+    except OSError:
+        return ""
+
+
+def _venv_complete(venv: Path) -> bool:
+    return (
+        _read_stamp(venv) == _stamp_text()
+        and (venv / "bin" / "python").exists()
+        and (venv / "bin" / "gunicorn").exists()
+        and (venv / TEMPLATE_DB).exists()
+    )
+
+
+def _run(cmd: list[str], what: str, env: Mapping[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def _pip_install(venv: Path, *args: str) -> None:
+    cmd = [str(venv / "bin" / "python"), "-m", "pip", "install",
+           "--disable-pip-version-check", "--quiet", *args]
+    _run(cmd, "pip install " + " ".join(args))
+
+
+def _make_template_db(venv: Path) -> None:
+    """``glance-manage db_sync`` once; every server starts from a copy (saves ~1.5 s each)."""
+    target = venv / TEMPLATE_DB
+    target.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="img-crypt-glance-manage-") as tmp:
+        conf = Path(tmp) / "glance-manage.conf"
+        conf.write_text(f"[database]\nconnection = sqlite:///{target}\n")
+        _run([str(venv / "bin" / "glance-manage"), "--config-file", str(conf), "db_sync"],
+             "glance-manage db_sync", env=_clean_env({"HOME": tmp}))
+
+
+def _write_stamp(venv: Path, text: str) -> None:
+    tmp = venv / (STAMP_NAME + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, venv / STAMP_NAME)
+
+
+def _install_base(venv: Path) -> None:
+    """A fresh venv with Glance and gunicorn; the stamp then records only this part."""
+    if venv.exists() or venv.is_symlink():  # a broken or outdated install
+        shutil.rmtree(venv)
+    _run([_base_python(), "-m", "venv", str(venv)], "creating the Glance venv")
+    _pip_install(venv, *REQUIREMENTS)
+    _write_stamp(venv, _base_stamp())
+
+
+def ensure_venv() -> Path:
+    """Return the Glance virtualenv, creating it once (file lock; stamp file written last).
+
+    Only our editable install is redone when just pyproject.toml changed.
+    """
+    if _venv_complete(VENV_DIR):
+        return VENV_DIR
+    SERVERS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _venv_complete(VENV_DIR):  # another process finished it while we waited
+                return VENV_DIR
+            if not _read_stamp(VENV_DIR).startswith(_base_stamp()):
+                _install_base(VENV_DIR)
+            _pip_install(VENV_DIR, "-e", f"{REPO}[glance]")
+            _make_template_db(VENV_DIR)
+            _write_stamp(VENV_DIR, _stamp_text())
+            return VENV_DIR
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def _clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parent's environment without OS_*, Python path or virtualenv settings, plus extra."""
+    env = {
+        k: v for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+        and not k.startswith("OS_")
+    }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "(missing)"
+    return data[-limit:].decode("utf-8", "replace")
+
+
+def _bracket_list(items: Sequence[str]) -> str:
+    """An oslo.config ListOpt value with brackets, e.g. ``['a', 'b']`` (bounded lists need it)."""
+    return "[" + ", ".join(f"'{item}'" for item in items) + "]"
+
+
+GLANCE_API_CONF = """\
+[DEFAULT]
+enabled_backends = fast:file
+enabled_import_methods = [glance-direct,web-download,copy-image]
+log_file = {log_file}
+use_stderr = False
+
+[database]
+connection = sqlite:///{sqlite}
+
+[glance_store]
+default_backend = fast
+
+[fast]
+filesystem_store_datadir = {store_dir}
+
+[os_glance_staging_store]
+filesystem_store_datadir = {staging_dir}
+
+[os_glance_tasks_store]
+filesystem_store_datadir = {tasks_dir}
+
+[paste_deploy]
+flavor =
+config_file = {paste}
+
+[oslo_concurrency]
+lock_path = {lock_dir}
+
+[import_filtering_opts]
+# web-download from the loopback file server: loopback addresses are refused unless the host
+# is explicitly allowed; an empty port list means any port (the default is [80, 443]).
+allowed_hosts = [127.0.0.1]
+allowed_ports = []
+
+[oslo_messaging_notifications]
+{drivers}
+"""
+
+# Sections copied verbatim from the installed etc/glance/glance-api-paste.ini; our own
+# pipeline replaces keystone's authtoken with Glance's ContextMiddleware (identity headers).
+PASTE_SECTIONS = (
+    "composite:rootapp",
+    "app:apiversions",
+    "app:apiv2app",
+    "filter:http_proxy_to_wsgi",
+    "filter:versionnegotiation",
+    "filter:context",
+)
+PASTE_PIPELINE = """\
+[pipeline:glance-api]
+pipeline = http_proxy_to_wsgi versionnegotiation context rootapp
+"""
+
+
+def paste_ini(venv: Path) -> str:
+    """The keystone-less paste file, built from the sections of Glance's installed one."""
+    source = venv / "etc" / "glance" / "glance-api-paste.ini"
+    parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    if not parser.read(source):
+        raise RuntimeError(f"Glance's paste file is missing: {source}")
+    parts = [PASTE_PIPELINE]
+    for name in PASTE_SECTIONS:
+        if not parser.has_section(name):
+            raise RuntimeError(f"{source} has no [{name}] section")
+        body = "".join(f"{key} = {value}\n" for key, value in parser.items(name))
+        parts.append(f"[{name}]\n{body}")
+    return "\n".join(parts)
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class RealGlance:
+    """One real Glance API server (gunicorn, one gthread worker, SQLite) on 127.0.0.1.
+
+    ``plugins`` go to glance-image-import.conf (``[image_import_opts] image_import_plugins``),
+    one ``[oslo_messaging_notifications] driver`` line per ``notification_drivers`` entry,
+    ``container_formats`` to ``[image_format]``; ``extra_conf`` is appended raw to
+    glance-api.conf (read after glance-image-import.conf, so it wins); ``env`` is added to the
+    server's cleaned environment. Image data lands in ``store_dir/<image id>``.
+    """
+
+    def __init__(
+        self,
+        plugins: Sequence[str] = (),
+        notification_drivers: Sequence[str] = ("log",),
+        extra_conf: str = "",
+        container_formats: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        venv: Path | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.plugins = list(plugins)
+        self.notification_drivers = list(notification_drivers)
+        self.extra_conf = extra_conf
+        self.container_formats = None if container_formats is None else list(container_formats)
+        self.env = dict(env or {})
+        self.venv = venv
+        self.start_timeout = start_timeout
+        self.tmpdir: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.start_seconds: float | None = None
+
+    # paths and addresses
+
+    def _dir(self) -> Path:
+        if self.tmpdir is None:
+            raise RuntimeError("RealGlance is not started")
+        return self.tmpdir
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("RealGlance is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def etc_dir(self) -> Path:
+        return self._dir() / "etc"
+
+    @property
+    def log_file(self) -> Path:
+        return self._dir() / "glance-api.log"
+
+    @property
+    def stderr_file(self) -> Path:
+        return self._dir() / "gunicorn.stderr"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self._dir() / "staging"
+
+    @property
+    def store_dir(self) -> Path:
+        """The ``fast`` file store: image data lands in ``<store_dir>/<image id>``."""
+        return self._dir() / "images" / "fast"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self._dir() / "tasks"
+
+    def log_text(self) -> str:
+        """The whole Glance log so far (empty when there is none yet)."""
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # configuration
+
+    def api_conf(self) -> str:
+        """The text of glance-api.conf (extra_conf appended last, so it can override)."""
+        tmp = self._dir()
+        text = GLANCE_API_CONF.format(
+            log_file=self.log_file, sqlite=tmp / "glance.sqlite", store_dir=self.store_dir,
+            staging_dir=self.staging_dir, tasks_dir=self.tasks_dir,
+            paste=self.etc_dir / "glance-api-paste.ini", lock_dir=tmp / "locks",
+            drivers="".join(f"driver = {d}\n" for d in self.notification_drivers),
+        )
+        if self.container_formats is not None:
+            text += f"\n[image_format]\ncontainer_formats = {','.join(self.container_formats)}\n"
+        if self.extra_conf:
+            text += "\n" + self.extra_conf.strip("\n") + "\n"
+        return text
+
+    def _write_config(self, venv: Path) -> None:
+        tmp = self._dir()
+        for path in (self.etc_dir, self.store_dir, self.staging_dir, self.tasks_dir,
+                     tmp / "locks", tmp / "home"):
+            path.mkdir(parents=True)
+        shutil.copyfile(venv / TEMPLATE_DB, tmp / "glance.sqlite")
+        (self.etc_dir / "glance-api-paste.ini").write_text(paste_ini(venv))
+        (self.etc_dir / "glance-image-import.conf").write_text(
+            f"[image_import_opts]\nimage_import_plugins = {_bracket_list(self.plugins)}\n"
+        )
+        (self.etc_dir / "glance-api.conf").write_text(self.api_conf())
+
+    def _server_env(self) -> dict[str, str]:
+        tmp = self._dir()
+        env = _clean_env({"HOME": str(tmp / "home"), "OS_GLANCE_CONFIG_DIR": str(self.etc_dir)})
+        env.update(self.env)
+        return env
+
+    # lifecycle
+
+    def _ready(self) -> bool:
+        assert self.port is not None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", "/v2/images", headers=identity_headers(SERVER_PROJECT))
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def _failure(self, why: str) -> RuntimeError:
+        log = self.log_file if self.tmpdir else Path("(no tmpdir)")
+        err = self.stderr_file if self.tmpdir else Path("(no tmpdir)")
+        return RuntimeError(
+            f"real Glance {GLANCE_VERSION} did not start: {why}\n"
+            f"--- {log} (tail) ---\n{_tail(log)}\n"
+            f"--- gunicorn stderr (tail) ---\n{_tail(err)}"
+        )
+
+    def start(self) -> RealGlance:
+        """Launch gunicorn and wait until ``GET /v2/images`` answers 200; RuntimeError if not."""
+        if self.proc is not None:
+            raise RuntimeError("RealGlance already started")
+        venv = self.venv or ensure_venv()
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="img-crypt-glance-"))
+        try:
+            self._write_config(venv)
+            for attempt in range(3):  # the free port can be taken between probe and bind
+                if self._launch(venv):
+                    return self
+                stderr = _tail(self.stderr_file)
+                in_use = "Address already in use" in stderr or "Connection in use" in stderr
+                if not in_use or attempt == 2:
+                    code = self.proc.returncode if self.proc else "?"
+                    raise self._failure(f"the process exited with code {code}")
+                self.proc = None
+            raise AssertionError("unreachable")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, venv: Path) -> bool:
+        """One attempt: True when ready, False when the process exited first."""
+        tmp = self._dir()
+        self.port = _free_port()
+        cmd = [
+            str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{self.port}", "-w", "1",
+            "-k", "gthread", "--threads", "4", "--timeout", "120", "--graceful-timeout", "5",
+            "glance.wsgi.api:application",
+        ]
+        began = time.monotonic()
+        with open(self.stderr_file, "ab") as err, open(tmp / "gunicorn.stdout", "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._server_env(),
+                cwd=tmp, start_new_session=True,
+            )
+        deadline = began + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if self._ready():
+                self.start_seconds = time.monotonic() - began
+                return True
+            time.sleep(POLL_INTERVAL)
+        raise self._failure(f"GET /v2/images did not answer 200 within {self.start_timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Terminate the process this instance started (by pid) and remove the temp dir."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=STOP_GRACE)
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        self.port = None
+
+    def __enter__(self) -> RealGlance:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --- a small v2 API client --------------------------------------------------------------------
+
+
+def identity_headers(
+    project_id: str, user_id: str = "u-test", roles: str = "admin,member,reader"
+) -> dict[str, str]:
+    """What keystonemiddleware would add; Glance's ContextMiddleware trusts them as they are."""
+    return {
+        "X-Identity-Status": "Confirmed",
+        "X-Project-Id": project_id,
+        "X-User-Id": user_id,
+        "X-Roles": roles,
+        "X-Auth-Token": "test-token",
+    }
+
+
+class GlanceError(Exception):
+    """An unexpected HTTP status from Glance (``status`` and ``body`` kept for asserts)."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path} answered {status}: {body[:2000]}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class ImportResult:
+    """The image after its import task finished, and that task (``None`` if not found)."""
+
+    image: dict[str, Any]
+    task: dict[str, Any] | None
+
+    @property
+    def status(self) -> str:
+        """The image status (``active``, ``queued``, ...)."""
+        return str(self.image.get("status"))
+
+    @property
+    def task_status(self) -> str | None:
+        """``success`` or ``failure`` (or ``None``)."""
+        return None if self.task is None else self.task.get("status")
+
+    @property
+    def task_message(self) -> str:
+        """The task's message: empty on success, the error text on failure."""
+        return "" if self.task is None else str(self.task.get("message") or "")
+
+
+ImageData = bytes | str | os.PathLike[str]
+
+
+class GlanceClient:
+    """Glance v2 images API with identity headers instead of a keystone token.
+
+    Use it as a context manager (or call ``close()``) before stopping the server.
+    """
+
+    def __init__(
+        self, url: str, project_id: str, user_id: str = "u-test",
+        roles: str = "admin,member,reader",
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.project_id = project_id
+        self.session = requests.Session()
+        self.session.trust_env = False  # loopback only: no proxies from the environment
+        self.session.headers.update(identity_headers(project_id, user_id, roles))
+
+    def close(self) -> None:
+        """Close the HTTP session (open keep-alive connections delay a server's stop by ~2 s)."""
+        self.session.close()
+
+    def __enter__(self) -> GlanceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(
+        self, method: str, path: str, expect: Sequence[int], **kwargs: Any
+    ) -> requests.Response:
+        resp = self.session.request(method, self.url + path, timeout=120, **kwargs)
+        if resp.status_code not in expect:
+            body = "(streamed)" if kwargs.get("stream") else resp.text
+            resp.close()
+            raise GlanceError(method, path, resp.status_code, body)
+        return resp
+
+    def create_image(self, **fields: Any) -> dict[str, Any]:
+        """POST /v2/images; extra keyword arguments become image properties."""
+        return dict(self._request("POST", "/v2/images", (201,), json=fields).json())
+
+    def get_image(self, image_id: str) -> dict[str, Any] | None:
+        """GET /v2/images/{id}; ``None`` when Glance answers 404."""
+        resp = self._request("GET", f"/v2/images/{image_id}", (200, 404))
+        return dict(resp.json()) if resp.status_code == 200 else None
+
+    def list_images(self) -> list[dict[str, Any]]:
+        """All images visible to this project (follows ``next`` links)."""
+        images: list[dict[str, Any]] = []
+        path: str | None = "/v2/images"
+        while path:
+            page = self._request("GET", path, (200,)).json()
+            images.extend(page["images"])
+            path = page.get("next")
+        return images
+
+    def delete_image(self, image_id: str) -> None:
+        """DELETE /v2/images/{id} (204)."""
+        self._request("DELETE", f"/v2/images/{image_id}", (204,))
+
+    def _put_data(self, path: str, data: ImageData) -> None:
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(data, bytes):
+            self._request("PUT", path, (204,), data=data, headers=headers)
+            return
+        with open(data, "rb") as stream:  # requests streams a file object, Content-Length set
+            self._request("PUT", path, (204,), data=stream, headers=headers)
+
+    def stage(self, image_id: str, data: ImageData) -> None:
+        """PUT /v2/images/{id}/stage (interoperable import, step 1); a path is streamed."""
+        self._put_data(f"/v2/images/{image_id}/stage", data)
+
+    def upload(self, image_id: str, data: ImageData) -> None:
+        """PUT /v2/images/{id}/file (plain upload: import plugins do NOT run)."""
+        self._put_data(f"/v2/images/{image_id}/file", data)
+
+    def import_image(
+        self, image_id: str, method: str = "glance-direct", uri: str | None = None
+    ) -> None:
+        """POST /v2/images/{id}/import (202); ``uri`` is required for web-download."""
+        body: dict[str, Any] = {"method": {"name": method}}
+        if method == "web-download":
+            if not uri:
+                raise ValueError("web-download needs a uri")
+            body["method"]["uri"] = uri
+        self._request("POST", f"/v2/images/{image_id}/import", (202,), json=body)
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """GET /v2/tasks/{id} (needs the admin role); ``None`` on 403/404."""
+        resp = self._request("GET", f"/v2/tasks/{task_id}", (200, 403, 404))
+        return dict(resp.json()) if resp.status_code == 200 else None
+
+    def image_tasks(self, image_id: str) -> list[dict[str, Any]]:
+        """GET /v2/images/{id}/tasks: the image's tasks (any role that can see the image)."""
+        return list(self._request("GET", f"/v2/images/{image_id}/tasks", (200,)).json()["tasks"])
+
+    def _find_task(self, image_id: str, task_id: str | None) -> dict[str, Any] | None:
+        if task_id is not None:
+            task = self.get_task(task_id)
+            if task is not None:
+                return task
+        tasks = self.image_tasks(image_id)
+        if task_id is not None:
+            tasks = [t for t in tasks if t.get("id") == task_id]
+        return max(tasks, key=lambda t: str(t.get("created_at")), default=None)
+
+    def wait_import(self, image_id: str, timeout: float = 120) -> ImportResult:
+        """Poll until the import task released the image, then return image and task.
+
+        Glance holds the task id in the image property ``os_glance_import_task`` while the
+        task runs (it is set before the import call answers 202) and removes it when the task
+        ends, on success and on failure. The image can be ``active`` before that.
+        """
+        deadline = time.monotonic() + timeout
+        task_id: str | None = None
+        while True:
+            image = self.get_image(image_id)
+            if image is None:
+                raise GlanceError("GET", f"/v2/images/{image_id}", 404, "image disappeared")
+            lock = image.get("os_glance_import_task")
+            if not lock:
+                return ImportResult(image, self._find_task(image_id, task_id))
+            task_id = task_id or str(lock)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"import of {image_id} still running after {timeout} s: {image}")
+            time.sleep(0.2)
+
+    def download(self, image_id: str, dest_path: str | os.PathLike[str]) -> int:
+        """GET /v2/images/{id}/file streamed into ``dest_path``; returns the byte count."""
+        resp = self._request("GET", f"/v2/images/{image_id}/file", (200,), stream=True)
+        count = 0
+        with resp, open(dest_path, "wb") as out:
+            for chunk in resp.iter_content(chunk_size=1 << 20):
+                out.write(chunk)
+                count += len(chunk)
+        return count
+
+
+# --- a loopback file server for web-download --------------------------------------------------
+
+
+def _file_handler(path: Path) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        """Serves the one file at any URL path (GET and HEAD)."""
+
+        def _headers(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(path.stat().st_size))
+            self.end_headers()
+
+        def do_HEAD(self) -> None:
+            self._headers()
+
+        def do_GET(self) -> None:
+            self._headers()
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, self.wfile, 1 << 20)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep pytest output clean
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve_file(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Serve ``path`` over HTTP on 127.0.0.1 (free port) in a thread; yields its URL."""
+    source = Path(path).resolve()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _file_handler(source))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{source.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+if __name__ == "__main__":  # manual use: python -m tests.servers.glance
+    t0 = time.monotonic()
+    ensure_venv()
+    print(f"venv ready in {time.monotonic() - t0:.1f} s: {VENV_DIR}")
+    with RealGlance() as glance_server:
+        print(f"{glance_server.url} started in {glance_server.start_seconds:.2f} s "
+              f"({glance_server.tmpdir}); Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
