@@ -81,7 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=c.keys_consumers)
+    _add_reconcile(sub, common)
     return parser
+
+
+def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                   common: argparse.ArgumentParser) -> None:
+    from img_crypt.cli import commands as c
+
+    p = sub.add_parser("reconcile", parents=[common],
+                       help="remove the consumers of deleted images, and the per-image keys "
+                            "they leave (for cron)")
+    p.add_argument("--glance-url", metavar="URL", default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
+                   help="talk to this Glance without Keystone, as --project-id (default: "
+                        "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be done; "
+                   "change nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=c.reconcile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from img_crypt import envelope
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
@@ -16,6 +16,9 @@ from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
 from img_crypt.errors import ImgCryptError, UsageError
 from img_crypt.keys.base import Consumer, KeyManager
+
+if TYPE_CHECKING:
+    from img_crypt.reconcile import Report
 
 SUITE_NAMES = {1: "Cobblestone-256 payload, AES-256-GCM key slots, HMAC-SHA-256 header"}
 
@@ -215,3 +218,55 @@ def keys_consumers(args: argparse.Namespace) -> int:
     for c in consumers:
         print(f"{c.service}  {c.resource_type}  {c.resource_id}")
     return 0
+
+
+def reconcile(args: argparse.Namespace) -> int:
+    """Remove image consumers whose image Glance no longer has; delete per-image keys left empty.
+
+    Exit code 1 when the state of some image was unknown: nothing was removed from its keys.
+    """
+    from img_crypt import reconcile as rc
+
+    if args.glance_url:
+        if not args.project_id:
+            raise UsageError("--glance-url needs --project-id (or OS_PROJECT_ID)")
+        glance = rc.GlanceImages.noauth(args.glance_url, args.project_id)
+    else:
+        glance = rc.GlanceImages.from_cloud(args.os_cloud)
+    glance.check()  # a wrong URL must not make every image look deleted
+    report = rc.Report()
+    try:
+        rc.reconcile(Managers(args).selected(), glance, service=args.consumer_service,
+                     dry_run=args.dry_run, report=report)
+    except BaseException:
+        _show_reconcile(args, report, glance.problems, complete=False)
+        raise
+    _show_reconcile(args, report, glance.problems, complete=True)
+    return 0 if report.decided else 1
+
+
+def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str, str], *,
+                    complete: bool) -> None:
+    """Print the report: one line per action and a summary, or JSON."""
+    if args.json:
+        doc = {**report.as_dict(), "complete": complete, "decided": report.decided}
+        doc["unknown"] = [{**u, "reason": problems.get(u["image_id"], "")}
+                          for u in doc["unknown"]]
+        print(json.dumps(doc, indent=2))
+        return
+    dry = report.dry_run
+    for r in report.removed:
+        print(f"{'would remove' if dry else 'removed'} consumer image/{r.image_id} from key "
+              f"{r.key_id}{' (already removed)' if r.already_removed else ''}")
+    for key_id in report.deleted:
+        print(f"{'would delete' if dry else 'deleted'} key {key_id}")
+    for kept in report.kept:
+        print(f"kept key {kept.key_id}: {kept.reason}")
+    for image in dict.fromkeys(u.image_id for u in report.unknown):
+        print(f"unknown image {image}: {problems.get(image, 'no answer')}")
+    state = "" if complete else ", stopped early"
+    print(f"reconcile{' (dry run)' if dry else ''}{state}: {report.checked} key(s) checked, "
+          f"{len(report.removed)} consumer(s) {'to remove' if dry else 'removed'}, "
+          f"{len(report.deleted)} key(s) {'to delete' if dry else 'deleted'}, "
+          f"{len(report.kept)} kept, {len(dict.fromkeys(u.image_id for u in report.unknown))} "
+          f"image(s) unknown")
