@@ -134,6 +134,9 @@ def _reconcile_key(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, 
         report.kept.append(KeptKey(key_id, f"state of image(s) {', '.join(unknown)} unknown; "
                                            "nothing removed"))
         return
+    if not consumers:
+        _reconcile_orphan(manager, info, state, dry_run=dry_run, report=report)
+        return
     stale = [c for c in ours if verdicts[c.resource_id] is ImageState.GONE]
     if not stale:
         return
@@ -146,15 +149,50 @@ def _reconcile_key(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, 
     elif not (info.name or "").startswith(PER_IMAGE_KEY_PREFIX):
         report.kept.append(KeptKey(key_id, f"not a per-image key (name does not start with "
                                            f"{PER_IMAGE_KEY_PREFIX!r})"))
-    elif dry_run:
-        report.deleted.append(key_id)
     else:
-        try:
-            manager.delete_key(key_id, force=False)
-        except KeyHasConsumersError:
-            report.kept.append(KeptKey(key_id, "a new consumer appeared; not deleted"))
-        else:
-            report.deleted.append(key_id)
+        _delete(manager, key_id, dry_run, report)
+
+
+def _image_of(name: str | None) -> str | None:
+    """The image id in a per-image key's name (``img-crypt-image-<uuid>-<suffix>``)."""
+    if not (name or "").startswith(PER_IMAGE_KEY_PREFIX):
+        return None
+    candidate = (name or "")[len(PER_IMAGE_KEY_PREFIX):][:36]
+    try:
+        return str(uuid.UUID(candidate))
+    except ValueError:
+        return None
+
+
+def _reconcile_orphan(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, *,
+                      dry_run: bool, report: Report) -> None:
+    """A per-image key without consumers: delete it once the image it names is gone.
+
+    That is what a delete hook that removed the consumer but failed to delete the key, or an
+    import killed between creating the key and registering the image, leaves behind.
+    """
+    image_id = _image_of(info.name)
+    if image_id is None:
+        return
+    verdict = state(image_id)
+    if verdict is ImageState.UNKNOWN:
+        report.unknown.append(UnknownImage(image_id, info.key_id))
+        report.kept.append(KeptKey(info.key_id, f"state of image {image_id} unknown"))
+    elif verdict is ImageState.GONE:
+        _delete(manager, info.key_id, dry_run, report)
+
+
+def _delete(manager: KeyManager, key_id: str, dry_run: bool, report: Report) -> None:
+    """Delete a key without force (a consumer that appeared meanwhile keeps it)."""
+    if dry_run:
+        report.deleted.append(key_id)
+        return
+    try:
+        manager.delete_key(key_id, force=False)
+    except KeyHasConsumersError:
+        report.kept.append(KeptKey(key_id, "a new consumer appeared; not deleted"))
+    else:
+        report.deleted.append(key_id)
 
 
 def _remove(manager: KeyManager, key_id: str, consumer: Consumer, dry_run: bool) -> bool:

@@ -135,7 +135,7 @@ def test_dry_run_reports_but_changes_nothing(store: LocalKeyStore) -> None:
     assert store.list_consumers(key) == [image(img)]
 
 
-@pytest.mark.parametrize("name", [None, "backup", f"img-crypt-kept-{uuid.uuid4()}",
+@pytest.mark.parametrize("name", [None, "backup", "img-crypt-kept-5ed1f71a-a9b9-4803",
                                   f"x-{PER_IMAGE_KEY_PREFIX}"])
 def test_a_key_without_the_per_image_prefix_is_kept(store: LocalKeyStore,
                                                     name: str | None) -> None:
@@ -605,3 +605,46 @@ def test_cli_reconcile_with_the_local_store_and_env_glance_url(
     assert result.code == 0, result.err
     assert f"deleted key {key}" in result.out.splitlines()
     assert store.list_keys() == []
+
+
+# --- per-image keys left without consumers --------------------------------------------------
+
+
+def orphan(store: LocalKeyStore, image_id: str) -> str:
+    """A per-image key whose consumer is already gone (a half-finished delete or import)."""
+    return key_with(store, f"{PER_IMAGE_KEY_PREFIX}{image_id}-0123456789ab")
+
+
+def test_a_per_image_key_without_consumers_goes_once_its_image_is_gone(
+        store: LocalKeyStore) -> None:
+    gone, live = new_id(), new_id()
+    gone_key, live_key = orphan(store, gone), orphan(store, live)
+    report = reconcile(store, FakeGlance({gone: GONE}), service="image", dry_run=False)
+    assert report.deleted == [gone_key] and report.decided
+    assert {k.key_id for k in store.list_keys()} == {live_key}
+
+
+def test_a_per_image_key_without_consumers_is_kept_while_its_image_is_unknown(
+        store: LocalKeyStore) -> None:
+    image_id = new_id()
+    key_id = orphan(store, image_id)
+    report = reconcile(store, FakeGlance({image_id: UNKNOWN}), service="image", dry_run=False)
+    assert report.unknown == [UnknownImage(image_id, key_id)] and not report.decided
+    assert report.deleted == [] and [k.key_id for k in store.list_keys()] == [key_id]
+
+
+def test_an_orphan_per_image_key_is_only_reported_in_a_dry_run(store: LocalKeyStore) -> None:
+    image_id = new_id()
+    key_id = orphan(store, image_id)
+    report = reconcile(store, FakeGlance({image_id: GONE}), service="image", dry_run=True)
+    assert report.deleted == [key_id]
+    assert [k.key_id for k in store.list_keys()] == [key_id]
+
+
+@pytest.mark.parametrize("name", [None, "backup", f"{PER_IMAGE_KEY_PREFIX}not-a-uuid"])
+def test_other_keys_without_consumers_are_not_even_looked_up(store: LocalKeyStore,
+                                                             name: str | None) -> None:
+    key_with(store, name)
+    glance = FakeGlance()
+    report = reconcile(store, glance, service="image", dry_run=False)
+    assert glance.asked == [] and report.deleted == []

@@ -36,6 +36,9 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
                     *, service: str) -> Outcome | None:
     """Unregister a deleted image from its key, then delete the key if its policy says so.
 
+    The key is deleted only after this call removed the image's consumer record: image
+    properties are user-writable, so naming someone else's key must not delete it.
+
     ``image`` is the ``image.delete`` payload (``id``, ``owner``, ``properties``);
     ``manager_for(owner)`` gives a key manager acting for the image's project. Images without
     ``os_encrypt_key_id`` are ignored (None). Key-manager errors other than "already gone"
@@ -50,20 +53,28 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
     consumer = Consumer(service=service, resource_type="image", resource_id=image_id)
     try:
         manager.remove_consumer(key_id, consumer)
-        removed = True
     except ConsumerNotFoundError:
-        removed = False  # a repeated notification, or a client-side image never registered
+        # A repeated notification, or an image never registered: nothing proves this image
+        # used the key, so its properties alone never delete it (reconcile finds per-image
+        # keys left behind).
+        return Outcome(image_id, key_id, False, False, "kept: the image was not a consumer")
     except KeyNotFoundError:
         return Outcome(image_id, key_id, False, False, "the key was already deleted")
     if props.deletion_policy(properties) != props.ON_IMAGE_DELETION:
-        return Outcome(image_id, key_id, removed, False, "kept: policy do_not_delete")
+        return Outcome(image_id, key_id, True, False, "kept: policy do_not_delete")
+    note = _delete_key(manager, key_id, image_id)
+    return Outcome(image_id, key_id, True, not note, note)
+
+
+def _delete_key(manager: KeyManager, key_id: str, image_id: str) -> str:
+    """Delete the key unless consumers remain; "" when deleted, else why not."""
     try:
         manager.delete_key(key_id)
     except KeyHasConsumersError:
         LOG.warning("key %s of deleted image %s kept: other images still use it", key_id,
                     image_id)
-        return Outcome(image_id, key_id, removed, False, "kept: other consumers remain")
+        return "kept: other consumers remain"
     except KeyNotFoundError:
-        return Outcome(image_id, key_id, removed, False, "the key was already deleted")
+        return "the key was already deleted"
     LOG.info("deleted key %s with image %s", key_id, image_id)
-    return Outcome(image_id, key_id, removed, True)
+    return ""

@@ -15,41 +15,54 @@ from oslo_config import cfg
 GROUP = "image_encryption"
 AUTH_GROUP = "image_encryption_auth"
 
+
+
+def _help(text: str) -> str:
+    """One paragraph: the generator and ``--help`` wrap it themselves."""
+    return " ".join(text.split())
+
+
 OPTS = [
-    cfg.StrOpt("kek_id", help="""
+    cfg.StrOpt("kek_id", help=_help("""
 Barbican secret id of one key-encryption key (KEK) shared by every image this Glance
 encrypts. Unset (the default): a new KEK is created for each image, in the importing
-user's project."""),
-    cfg.StrOpt("key_deletion_policy", choices=("on_image_deletion", "do_not_delete"), help="""
+user's project.""")),
+    cfg.StrOpt("key_deletion_policy", choices=(
+        ("on_image_deletion", "delete the key with its last image"),
+        ("do_not_delete", "keep the key")), help=_help("""
 The os_encrypt_key_deletion_policy given to encrypted images. Unset: on_image_deletion for
-a KEK created per image, do_not_delete for the shared kek_id."""),
-    cfg.BoolOpt("require_encryption", default=True, help="""
+a KEK created per image, do_not_delete for the shared kek_id.""")),
+    cfg.BoolOpt("require_encryption", default=True, help=_help("""
 Refuse an import that cannot be encrypted (key manager down, key refused, ...): the image
-goes back to 'queued'. When false such an image is stored in plaintext with a warning."""),
-    cfg.StrOpt("container_format", default="encrypted", help="""
+goes back to 'queued'. When false such an image is stored in plaintext with a warning.""")),
+    cfg.StrOpt("container_format", default="encrypted", help=_help("""
 container_format of an encrypted image; the plaintext's is kept in
 os_decrypt_container_format and disk_format is left as it was. It must be one of
 [image_format] container_formats, and must not be 'bare' (Glance would inspect the
-ciphertext as a disk image)."""),
-    cfg.StrOpt("consumer_service", default="image", help="""
+ciphertext as a disk image).""")),
+    cfg.StrOpt("consumer_service", default="image", help=_help("""
 The 'service' of the secret-consumer records naming images (resource_type 'image',
-resource_id the image id). The img-crypt CLI uses the same default."""),
-    cfg.StrOpt("consumers", default="required", choices=("required", "best_effort"), help="""
+resource_id the image id). The img-crypt CLI uses the same default.""")),
+    cfg.StrOpt("consumers", default="required", choices=(
+        ("required", "no consumer API: refuse to encrypt"),
+        ("best_effort", "no consumer API: encrypt without registering")), help=_help("""
 On a Barbican without the secret-consumer API (Train or older): 'required' refuses to
-encrypt, 'best_effort' encrypts without registering the image as a consumer."""),
-    cfg.StrOpt("key_manager_auth", default="context", choices=("context", "noauth"), help="""
+encrypt, 'best_effort' encrypts without registering the image as a consumer.""")),
+    cfg.StrOpt("key_manager_auth", default="context", choices=(
+        ("context", "the user's request context (castellan); service credentials for deletes"),
+        ("noauth", "no Keystone: X-Project-Id of the image owner")), help=_help("""
 How the plugin reaches Barbican. 'context': as castellan does, with the importing user's
 request context ([key_manager] and [barbican] options), and the delete hook with the
 [image_encryption_auth] service credentials. 'noauth': deployments without Keystone; both
-send X-Project-Id (the image owner) to [barbican] barbican_endpoint."""),
-    cfg.FloatOpt("timeout", default=30.0, min=1.0, help="""
-Seconds to wait for one Barbican request."""),
-    cfg.ListOpt("listener_topics", default=["notifications"], help="""
+send X-Project-Id (the image owner) to [barbican] barbican_endpoint.""")),
+    cfg.FloatOpt("timeout", default=30.0, min=1.0, help=_help("""
+Seconds to wait for one Barbican request.""")),
+    cfg.ListOpt("listener_topics", default=["notifications"], help=_help("""
 Notification topics img-crypt-listener consumes (Glance's
-[oslo_messaging_notifications] topics)."""),
-    cfg.StrOpt("listener_pool", default="img-crypt", help="""
+[oslo_messaging_notifications] topics).""")),
+    cfg.StrOpt("listener_pool", default="img-crypt", help=_help("""
 Listener pool (queue) name, so img-crypt-listener gets its own copy of each
-notification."""),
+notification.""")),
 ]
 
 

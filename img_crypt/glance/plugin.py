@@ -76,6 +76,11 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         self.src = staged.path_of(file_path)
         if props.is_encrypted(extra):
             return self._accept_client_side(file_path, extra)
+        stray = props.stray_encryption_properties(extra)
+        if stray:  # encrypted or not? Neither guess is safe: the user must say
+            raise _upload_error(f"image {self.image_id} has {', '.join(stray)} but no "
+                                f"{props.FORMAT}: set it if the data is already encrypted, "
+                                f"or remove them")
         try:
             return self._encrypt(container_format)
         except ImgCryptError as e:

@@ -33,9 +33,16 @@ PER_IMAGE_KEY_PREFIX = "img-crypt-image-"
 
 
 def is_encrypted(properties: Mapping[str, object]) -> bool:
-    """True when an image already says it is encrypted (any ``os_encrypt_*`` property)."""
-    return any(name.startswith("os_encrypt_") and value not in (None, "")
-               for name, value in properties.items())
+    """True when the image says it is encrypted: ``os_encrypt_format`` is set."""
+    return properties.get(FORMAT) not in (None, "")
+
+
+def stray_encryption_properties(properties: Mapping[str, object]) -> list[str]:
+    """``os_encrypt_*`` properties set on an image that does not say its format (ambiguous)."""
+    if is_encrypted(properties):
+        return []
+    return sorted(name for name, value in properties.items()
+                  if name.startswith("os_encrypt_") and value not in (None, ""))
 
 
 def deletion_policy(properties: Mapping[str, object]) -> Policy:
