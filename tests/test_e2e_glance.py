@@ -224,3 +224,30 @@ def test_client_side_data_bound_to_another_image_is_refused(
     assert result.task_status == "failure" and result.status == "queued"
     assert other in result.task_message and image["id"] in result.task_message
     barbican_km.delete_key(key_id, force=True)
+
+
+def test_client_side_encrypted_file_upload_bypasses_inspection_and_decrypts(
+        glance: RealGlance, client: GlanceClient, real_barbican: Any,
+        barbican_km: BarbicanKeyManager, tmp_path: Path) -> None:
+    # PUT /v2/images/{id}/file: no plugin runs; container_format "encrypted" keeps Glance's
+    # format inspection off the ciphertext, while disk_format still says qcow2.
+    data = plaintext(MiB + 5)
+    (tmp_path / "c.qcow2").write_bytes(data)
+    image_id = str(uuid.uuid4())
+    key_id = barbican_km.create_key(f"img-crypt-image-{image_id}")
+    assert main(["encrypt", str(tmp_path / "c.qcow2"), str(tmp_path / "c.icr"), "--kek",
+                 key_id, "--key-manager", "barbican", "--barbican-url", real_barbican.url,
+                 "--project-id", PROJECT, "--image-id", image_id]) == 0
+    client.create_image(id=image_id, name="uploaded", disk_format="qcow2",
+                        container_format="encrypted", os_encrypt_format="img-crypt-v1",
+                        os_encrypt_key_id=key_id,
+                        os_encrypt_key_deletion_policy="on_image_deletion",
+                        os_decrypt_container_format="bare", os_decrypt_size=str(len(data)))
+    client.upload(image_id, tmp_path / "c.icr")
+    image = client.get_image(image_id)
+    assert image is not None and image["status"] == "active"
+    client.download(image_id, tmp_path / "dl.icr")
+    assert decrypt_cli(tmp_path / "dl.icr", tmp_path / "out", real_barbican.url, image_id) == 0
+    assert (tmp_path / "out").read_bytes() == data
+    client.delete_image(image_id)
+    assert key_id not in {k.key_id for k in barbican_km.list_keys()}
