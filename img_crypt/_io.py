@@ -1,15 +1,18 @@
 """Byte sources and sinks for the stream layer: files, pipes and iterators, in constant memory.
 
-A :class:`Source` reads into one reused buffer when the input has ``readinto`` and slices
-iterator items to ``read_size``, so no read ever holds more than one ``read_size`` of input.
+A :class:`Source` reads into reused buffers when the input has ``readinto`` (a regular file is
+read ahead by a second thread, :mod:`img_crypt._prefetch`) and slices iterator items to
+``read_size``, so no read ever holds more than a few ``read_size`` buffers of input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from cryptography.utils import Buffer
+
+from img_crypt._prefetch import is_regular_file, prefetched
 
 DEFAULT_READ_SIZE = 1 << 20
 
@@ -51,14 +54,16 @@ class Source:
             raise ValueError("read_size must be positive")
         self._read_size = read_size
         self._pending = memoryview(b"")
-        self._iter = self._pieces(stream)
+        self._iter: Generator[memoryview, None, None] = self._pieces(stream)
         self.consumed = 0
 
-    def _pieces(self, stream: Input) -> Iterator[memoryview]:
+    def _pieces(self, stream: Input) -> Generator[memoryview, None, None]:
         size = self._read_size
         if isinstance(stream, bytes | bytearray | memoryview):
             stream = [stream]
-        if isinstance(stream, ReadableInto):
+        if isinstance(stream, ReadableInto) and is_regular_file(stream):
+            yield from prefetched(stream, size)
+        elif isinstance(stream, ReadableInto):
             buf = memoryview(bytearray(size))
             while n := stream.readinto(buf) or 0:
                 yield buf[:n]
@@ -70,6 +75,17 @@ class Source:
                 view = memoryview(item).cast("B")
                 for start in range(0, len(view), size):
                     yield view[start:start + size]
+
+    def close(self) -> None:
+        """Stop reading (and join a read-ahead thread) before the caller closes the input."""
+        self._pending = memoryview(b"")
+        self._iter.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def read_exact(self, size: int) -> bytes:
         """Return the next ``size`` bytes, or fewer if the input ends first."""

@@ -76,9 +76,9 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
     header = _keyslots.seal(dek, image_id, keks)
     raw = header.encode()
     write_all(sink, raw)
-    src = Source(source, read_size)
-    cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
-    payload = _pump(src, cipher, bytearray(encrypt_buffer_size(read_size)), sink, progress)
+    with Source(source, read_size) as src:
+        cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
+        payload = _pump(src, cipher, bytearray(encrypt_buffer_size(read_size)), sink, progress)
     return Summary(header, len(raw), src.consumed, payload)
 
 
@@ -105,12 +105,12 @@ def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
     Plaintext is released chunk by chunk; only a normal return proves the payload was not
     truncated, so a caller writing to a file publishes it only then.
     """
-    src = Source(source, read_size)
-    header, raw = _read_header(src)
-    _check_binding(header, image_id)
-    dek = _keyslots.open_dek(header, raw, lookup)
-    cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
-    plain = _pump(src, cipher, bytearray(decrypt_buffer_size(read_size)), sink, progress)
+    with Source(source, read_size) as src:
+        header, raw = _read_header(src)
+        _check_binding(header, image_id)
+        dek = _keyslots.open_dek(header, raw, lookup)
+        cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
+        plain = _pump(src, cipher, bytearray(decrypt_buffer_size(read_size)), sink, progress)
     return Summary(header, len(raw), plain, src.consumed - len(raw))
 
 
@@ -163,9 +163,9 @@ def inspect(source: Input, *, size: int | None = None,
     read; otherwise the payload is read to count it. ``plaintext_size`` is -1 when the
     payload length fits no Cobblestone payload.
     """
-    src = Source(source, read_size)
-    header, raw = _read_header(src)
-    payload = sum(len(view) for view in src.views()) if size is None else size - len(raw)
+    with Source(source, read_size) as src:
+        header, raw = _read_header(src)
+        payload = sum(len(view) for view in src.views()) if size is None else size - len(raw)
     size = _cobblestone.plaintext_size(payload)
     return Summary(header, len(raw), -1 if size is None else size, payload)
 
@@ -178,7 +178,12 @@ def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Ke
     The DEK is unwrapped with a key still available through ``lookup`` (and the header MAC
     checked), so only a holder of one of the file's KEKs can rewrap it.
     """
-    src = Source(source, read_size)
+    with Source(source, read_size) as src:
+        return _rewrap(src, sink, lookup, add=add, remove=remove, progress=progress)
+
+
+def _rewrap(src: Source, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek],
+            remove: Sequence[tuple[str, str]], progress: Progress | None) -> Summary:
     header, raw = _read_header(src)
     dek = _keyslots.open_dek(header, raw, lookup)
     present = {(s.kind, s.key_id) for s in header.slots}
