@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install img-crypt into it; with --test, the test tools too.
+# Create .venv (Python >= 3.11) and install img-crypt into it; with --test, the test tools too;
+# with --bench, the benchmark's (tink, matplotlib). --test and --bench also install `age` from
+# apt when it is missing (bench/run.py compares against it; without it, it reports SKIPPED).
 # Sourced by demo.sh and test.sh; safe to run again (it only installs what changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +27,25 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-extra=""; [ "${1:-}" = "--test" ] && extra="[test]"
+extra=""
+case "${1:-}" in
+  --test) extra="[test]" ;;
+  --bench) extra="[bench]" ;;
+esac
 .venv/bin/python -m pip install -q -e ".${extra}"
+
+# The benchmark's peers that come from the system: age from apt when missing; gpg and openssl
+# are only checked. A failure is a warning: bench/run.py then reports the tool as SKIPPED.
+if [ -n "$extra" ]; then
+  if ! command -v age >/dev/null 2>&1; then
+    echo "setup: installing age with apt-get (for bench/run.py)" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq age >/dev/null; }; then
+      echo "setup: warning: could not install age; bench/run.py will report it as SKIPPED" >&2
+    fi
+  fi
+  for tool in gpg openssl; do
+    command -v "$tool" >/dev/null 2>&1 ||
+      echo "setup: warning: $tool is missing; bench/run.py will report it as SKIPPED" >&2
+  done
+fi

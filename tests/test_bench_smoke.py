@@ -1,12 +1,19 @@
-"""Smoke test of bench/memory.py: tiny sizes, one run, in a child process."""
+"""Smoke tests of bench/memory.py and bench/run.py: tiny sizes, one run, in a child process.
+
+No timing is asserted: the benchmarks report PASS/MISS themselves.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "bench" / "memory.py"
@@ -63,3 +70,95 @@ def test_bad_workdir_is_an_error(tmp_path: Path) -> None:
     proc = _run("--smoke", "--workdir", str(blocker / "sub"))
     assert proc.returncode != 0
     assert "error" in proc.stderr
+
+
+# --- bench/run.py: the comparison benchmark ----------------------------------------------------
+
+RUN = REPO / "bench" / "run.py"
+IMG_CRYPT_TOOLS = ("img-crypt", "img-crypt (library, as the Glance plugin uses it)")
+CRYPTO_OPS = {"encrypt file", "encrypt null", "decrypt file", "decrypt null"}
+RUN_SECTIONS = {"date_utc", "machine", "versions", "sizes_mib", "runs", "order", "skipped",
+                "ceilings", "measurements", "medians", "launcher_rss_mib", "targets", "glance",
+                "engine_ratios"}
+OPENSSL_SPEED_OUTPUT = """\
+version: 3.0.19
+The 'numbers' are in 1000s of bytes per second processed.
+type          16384 bytes
+AES-256-GCM    4209815.28k
+"""
+
+
+def _bench_module(name: str) -> Any:
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)
+
+
+def test_run_smoke_measures_every_tool_and_reports_every_target(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop("IMG_CRYPT_KEY_STORE", None)
+    proc = subprocess.run([sys.executable, str(RUN), "--smoke", "--no-glance", "--out-dir",
+                           str(out), "--workdir", str(work)], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+    data = json.loads((out / "results.json").read_text())
+    assert data.keys() >= RUN_SECTIONS
+    assert (data["sizes_mib"], data["runs"]) == ([1, 3], 1)
+    assert {"cpu", "cores", "kernel", "python", "load_before", "load_after"} <= \
+        data["machine"].keys()
+    assert "cryptography" in data["versions"]
+    assert (out / "results.md").read_text().startswith("# img-crypt benchmark results")
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # every target is PASS or MISS; SKIPPED only for an absent tool or the Glance part
+    lines = [line for line in proc.stdout.splitlines()
+             if line.split(" ", 1)[0] in {"PASS", "MISS", "SKIPPED"}]
+    assert len(lines) == len(data["targets"]) >= 19
+    for target in data["targets"]:
+        assert target["result"] in {"PASS", "MISS", "SKIPPED"}, target
+        if target["result"] == "SKIPPED":
+            assert target["target"].startswith("Glance") or \
+                target["reason"].endswith("not installed"), target
+    assert data["glance"] == {"skipped": "not requested (--no-glance or --smoke)"}
+
+    # every tool was measured or reported as not installed; no peer failed
+    measured = {m["tool"] for m in data["measurements"]}
+    assert {"cp", "cat", *IMG_CRYPT_TOOLS} <= measured
+    for peer in ("tink", "age", "gpg"):
+        assert peer in measured or data["skipped"][peer] == f"{peer} not installed"
+    assert all(m["seconds"] > 0 and m["peak_rss_mib"] > 0 for m in data["measurements"])
+
+    # img-crypt: every operation on both sizes, decryptions to a file verified by SHA-256
+    for tool in IMG_CRYPT_TOOLS:
+        for size in (1, 3):
+            ops = {m["op"]: m for m in data["measurements"]
+                   if m["tool"] == tool and m["size_mib"] == size}
+            assert ops.keys() >= CRYPTO_OPS
+            assert ops["decrypt file"]["verified"] is True
+        assert any(m["op"] == "decrypt range" and m["size_mib"] == 3
+                   for m in data["measurements"] if m["tool"] == tool)
+    # the inputs, keys and outputs are gone
+    assert list(work.iterdir()) == []
+
+
+def test_openssl_speed_output_is_parsed() -> None:
+    tools = _bench_module("_tools")
+    assert tools.parse_openssl_speed(OPENSSL_SPEED_OUTPUT, 16384) == pytest.approx(4.20981528)
+    with pytest.raises(ValueError):
+        tools.parse_openssl_speed(OPENSSL_SPEED_OUTPUT, 1 << 20)
+
+
+def test_readme_block_is_replaced_between_the_markers(tmp_path: Path) -> None:
+    report = _bench_module("_report")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\nrest\n")
+    report.update_readme(readme, f"{report.README_START}\nnew\n{report.README_END}")
+    assert readme.read_text() == (f"intro\n{report.README_START}\nnew\n{report.README_END}"
+                                  "\nrest\n")
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(ValueError):
+        report.update_readme(tmp_path / "bare.md", "x")
