@@ -14,13 +14,21 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from tests.servers._process import (
+    base_python,
+    clean_env,
+    free_port,
+    run,
+    tail,
+    terminate,
+    wait_ready,
+)
 
 BARBICAN_VERSION = "23.0.0"
 REQUIREMENTS = (f"barbican=={BARBICAN_VERSION}", "gunicorn")
@@ -33,17 +41,10 @@ STAMP_NAME = ".img-crypt-install-complete"
 SHIM_FILE = Path(__file__).resolve().with_name("barbican_shim.py")
 
 START_TIMEOUT = 60.0
-POLL_INTERVAL = 0.1
-STOP_GRACE = 10.0
-
-
-def _base_python() -> str:
-    """The interpreter running the tests, outside any virtualenv (``venv`` builds from it)."""
-    return getattr(sys, "_base_executable", None) or sys.executable
 
 
 def _stamp_text() -> str:
-    return "\n".join((*REQUIREMENTS, _base_python())) + "\n"
+    return "\n".join((*REQUIREMENTS, base_python())) + "\n"
 
 
 def _venv_complete(venv: Path) -> bool:
@@ -59,13 +60,6 @@ def _venv_complete(venv: Path) -> bool:
     )
 
 
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-4000:]
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-
-
 def ensure_venv() -> Path:
     """Return the Barbican virtualenv, creating it once (file lock; stamp file written last)."""
     if _venv_complete(VENV_DIR):
@@ -78,8 +72,8 @@ def ensure_venv() -> Path:
                 return VENV_DIR
             if VENV_DIR.exists() or VENV_DIR.is_symlink():  # a broken half-install
                 shutil.rmtree(VENV_DIR)
-            _run([_base_python(), "-m", "venv", str(VENV_DIR)], "creating the Barbican venv")
-            _run(
+            run([base_python(), "-m", "venv", str(VENV_DIR)], "creating the Barbican venv")
+            run(
                 [
                     str(VENV_DIR / "bin" / "python"), "-m", "pip", "install",
                     "--disable-pip-version-check", "--quiet", *REQUIREMENTS,
@@ -92,20 +86,6 @@ def ensure_venv() -> Path:
             return VENV_DIR
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return "(missing)"
-    return data[-limit:].decode("utf-8", "replace")
 
 
 BARBICAN_CONF = """\
@@ -213,15 +193,8 @@ class RealBarbican:
 
     def _env(self) -> dict[str, str]:
         assert self.tmpdir is not None
-        env = {
-            k: v for k, v in os.environ.items()
-            if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
-            and not k.startswith("OS_")
-        }
-        env["HOME"] = str(self.tmpdir / "home")
-        env["PYTHONPATH"] = str(self.tmpdir / "pythonpath")
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        return env
+        return clean_env({"HOME": str(self.tmpdir / "home"),
+                          "PYTHONPATH": str(self.tmpdir / "pythonpath")})
 
     def _ready(self) -> bool:
         assert self.port is not None
@@ -237,8 +210,8 @@ class RealBarbican:
     def _failure(self, why: str) -> RuntimeError:
         return RuntimeError(
             f"real Barbican {BARBICAN_VERSION} did not start: {why}\n"
-            f"--- {self.log_file} (tail) ---\n{_tail(self.log_file)}\n"
-            f"--- gunicorn stderr (tail) ---\n{_tail(self.stderr_file)}"
+            f"--- {self.log_file} (tail) ---\n{tail(self.log_file)}\n"
+            f"--- gunicorn stderr (tail) ---\n{tail(self.stderr_file)}"
         )
 
     def start(self) -> RealBarbican:
@@ -252,7 +225,8 @@ class RealBarbican:
             for attempt in range(3):  # the free port can be taken between probe and bind
                 if self._launch(venv, paste):
                     return self
-                in_use = "Address already in use" in _tail(self.stderr_file)
+                stderr = tail(self.stderr_file)
+                in_use = "Address already in use" in stderr or "Connection in use" in stderr
                 if not in_use or attempt == 2:
                     raise self._failure(
                         f"the process exited with code {self.proc.returncode if self.proc else '?'}"
@@ -265,7 +239,7 @@ class RealBarbican:
 
     def _launch(self, venv: Path, paste: Path) -> bool:
         assert self.tmpdir is not None
-        self.port = _free_port()
+        self.port = free_port()
         cmd = [
             str(venv / "bin" / "gunicorn"), "--paste", str(paste.resolve()),
             "-b", f"127.0.0.1:{self.port}", "-w", "1", "--timeout", "120",
@@ -278,28 +252,17 @@ class RealBarbican:
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._env(),
                 cwd=self.tmpdir, start_new_session=True,
             )
-        deadline = began + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if self._ready():
-                self.start_seconds = time.monotonic() - began
-                return True
-            time.sleep(POLL_INTERVAL)
-        raise self._failure(f"GET / did not answer 300 within {self.start_timeout:.0f} s")
+        try:
+            self.start_seconds = wait_ready(self.proc, self._ready, began, self.start_timeout)
+        except TimeoutError:
+            why = f"GET / did not answer 300 within {self.start_timeout:.0f} s"
+            raise self._failure(why) from None
+        return self.start_seconds is not None
 
     def stop(self) -> None:
         """Terminate the process this instance started (by pid) and remove the temp dir."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_GRACE)
+        terminate(proc)
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None

@@ -20,9 +20,7 @@ import http.server
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +31,16 @@ from types import TracebackType
 from typing import Any
 
 import requests
+
+from tests.servers._process import (
+    base_python,
+    clean_env,
+    free_port,
+    run,
+    tail,
+    terminate,
+    wait_ready,
+)
 
 GLANCE_VERSION = "33.0.0"
 REQUIREMENTS = (f"glance=={GLANCE_VERSION}", "gunicorn")
@@ -46,8 +54,6 @@ STAMP_NAME = ".img-crypt-install-complete"
 TEMPLATE_DB = "glance-template.sqlite"  # inside the venv: a db_sync'ed empty database
 
 START_TIMEOUT = 60.0
-POLL_INTERVAL = 0.1
-STOP_GRACE = 10.0
 
 SERVER_PROJECT = "p-fixture"  # the project of the readiness probe's identity headers
 
@@ -55,14 +61,9 @@ SERVER_PROJECT = "p-fixture"  # the project of the readiness probe's identity he
 # --- the virtualenv ---------------------------------------------------------------------------
 
 
-def _base_python() -> str:
-    """The interpreter running the tests, outside any virtualenv (``venv`` builds from it)."""
-    return getattr(sys, "_base_executable", None) or sys.executable
-
-
 def _base_stamp() -> str:
     """The part of the stamp that needs a whole new venv when it changes."""
-    return "\n".join((*REQUIREMENTS, _base_python())) + "\n"
+    return "\n".join((*REQUIREMENTS, base_python())) + "\n"
 
 
 def _stamp_text() -> str:
@@ -87,17 +88,10 @@ def _venv_complete(venv: Path) -> bool:
     )
 
 
-def _run(cmd: list[str], what: str, env: Mapping[str, str] | None = None) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-4000:]
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-
-
 def _pip_install(venv: Path, *args: str) -> None:
     cmd = [str(venv / "bin" / "python"), "-m", "pip", "install",
            "--disable-pip-version-check", "--quiet", *args]
-    _run(cmd, "pip install " + " ".join(args))
+    run(cmd, "pip install " + " ".join(args))
 
 
 def _make_template_db(venv: Path) -> None:
@@ -107,8 +101,8 @@ def _make_template_db(venv: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="img-crypt-glance-manage-") as tmp:
         conf = Path(tmp) / "glance-manage.conf"
         conf.write_text(f"[database]\nconnection = sqlite:///{target}\n")
-        _run([str(venv / "bin" / "glance-manage"), "--config-file", str(conf), "db_sync"],
-             "glance-manage db_sync", env=_clean_env({"HOME": tmp}))
+        run([str(venv / "bin" / "glance-manage"), "--config-file", str(conf), "db_sync"],
+             "glance-manage db_sync", env=clean_env({"HOME": tmp}))
 
 
 def _write_stamp(venv: Path, text: str) -> None:
@@ -121,7 +115,7 @@ def _install_base(venv: Path) -> None:
     """A fresh venv with Glance and gunicorn; the stamp then records only this part."""
     if venv.exists() or venv.is_symlink():  # a broken or outdated install
         shutil.rmtree(venv)
-    _run([_base_python(), "-m", "venv", str(venv)], "creating the Glance venv")
+    run([base_python(), "-m", "venv", str(venv)], "creating the Glance venv")
     _pip_install(venv, *REQUIREMENTS)
     _write_stamp(venv, _base_stamp())
 
@@ -150,32 +144,6 @@ def ensure_venv() -> Path:
 
 
 # --- configuration ----------------------------------------------------------------------------
-
-
-def _clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The parent's environment without OS_*, Python path or virtualenv settings, plus extra."""
-    env = {
-        k: v for k, v in os.environ.items()
-        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
-        and not k.startswith("OS_")
-    }
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return "(missing)"
-    return data[-limit:].decode("utf-8", "replace")
 
 
 def _bracket_list(items: Sequence[str]) -> str:
@@ -366,7 +334,7 @@ class RealGlance:
 
     def _server_env(self) -> dict[str, str]:
         tmp = self._dir()
-        env = _clean_env({"HOME": str(tmp / "home"), "OS_GLANCE_CONFIG_DIR": str(self.etc_dir)})
+        env = clean_env({"HOME": str(tmp / "home"), "OS_GLANCE_CONFIG_DIR": str(self.etc_dir)})
         env.update(self.env)
         return env
 
@@ -388,8 +356,8 @@ class RealGlance:
         err = self.stderr_file if self.tmpdir else Path("(no tmpdir)")
         return RuntimeError(
             f"real Glance {GLANCE_VERSION} did not start: {why}\n"
-            f"--- {log} (tail) ---\n{_tail(log)}\n"
-            f"--- gunicorn stderr (tail) ---\n{_tail(err)}"
+            f"--- {log} (tail) ---\n{tail(log)}\n"
+            f"--- gunicorn stderr (tail) ---\n{tail(err)}"
         )
 
     def start(self) -> RealGlance:
@@ -403,7 +371,7 @@ class RealGlance:
             for attempt in range(3):  # the free port can be taken between probe and bind
                 if self._launch(venv):
                     return self
-                stderr = _tail(self.stderr_file)
+                stderr = tail(self.stderr_file)
                 in_use = "Address already in use" in stderr or "Connection in use" in stderr
                 if not in_use or attempt == 2:
                     code = self.proc.returncode if self.proc else "?"
@@ -417,7 +385,7 @@ class RealGlance:
     def _launch(self, venv: Path) -> bool:
         """One attempt: True when ready, False when the process exited first."""
         tmp = self._dir()
-        self.port = _free_port()
+        self.port = free_port()
         cmd = [
             str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{self.port}", "-w", "1",
             "-k", "gthread", "--threads", "4", "--timeout", "120", "--graceful-timeout", "5",
@@ -429,28 +397,17 @@ class RealGlance:
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._server_env(),
                 cwd=tmp, start_new_session=True,
             )
-        deadline = began + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if self._ready():
-                self.start_seconds = time.monotonic() - began
-                return True
-            time.sleep(POLL_INTERVAL)
-        raise self._failure(f"GET /v2/images did not answer 200 within {self.start_timeout:.0f} s")
+        try:
+            self.start_seconds = wait_ready(self.proc, self._ready, began, self.start_timeout)
+        except TimeoutError:
+            why = f"GET /v2/images did not answer 200 within {self.start_timeout:.0f} s"
+            raise self._failure(why) from None
+        return self.start_seconds is not None
 
     def stop(self) -> None:
         """Terminate the process this instance started (by pid) and remove the temp dir."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_GRACE)
+        terminate(proc)
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
