@@ -1,17 +1,22 @@
-"""Process plumbing shared by the real-server fixtures (Barbican, Glance): install, launch,
-wait until ready, stop by pid."""
+"""Process plumbing shared by the real-server fixtures (Barbican, Glance): install steps, and
+:class:`GunicornServer`, which launches one server, waits until it is ready and stops it."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
+import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import ClassVar, Self
 
 POLL_INTERVAL = 0.1
 STOP_GRACE = 10.0
@@ -87,3 +92,144 @@ def terminate(proc: subprocess.Popen[bytes] | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=STOP_GRACE)
+
+
+class GunicornServer(abc.ABC):
+    """One real server under gunicorn on 127.0.0.1, in its own temp dir, stopped by pid.
+
+    Subclasses say what to run and how to tell it is up: :attr:`name`, :attr:`ready_path`,
+    :attr:`ready_status`, :meth:`_ensure_venv`, :meth:`_prepare` (write the configuration into
+    :attr:`tmpdir`), :meth:`_app_args` (gunicorn's arguments after the bind address),
+    :meth:`_env` and :attr:`log_file`. A server that cannot start raises RuntimeError with the
+    tails of its log and of gunicorn's stderr: the tests using it fail, never skip.
+    """
+
+    name: ClassVar[str]
+    ready_path: ClassVar[str]
+    ready_status: ClassVar[int]
+
+    def __init__(self, venv: Path | None, start_timeout: float) -> None:
+        self.venv = venv
+        self.start_timeout = start_timeout
+        self.tmpdir: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.start_seconds: float | None = None
+
+    # --- subclass hooks ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _ensure_venv(self) -> Path:
+        """Subclass hook."""
+
+    @abc.abstractmethod
+    def _prepare(self, venv: Path) -> None:
+        """Subclass hook."""
+
+    @abc.abstractmethod
+    def _app_args(self, venv: Path) -> list[str]:
+        """Subclass hook."""
+
+    @abc.abstractmethod
+    def _env(self) -> dict[str, str]:
+        """Subclass hook."""
+
+    def _ready_headers(self) -> dict[str, str]:
+        return {}
+
+    @property
+    @abc.abstractmethod
+    def log_file(self) -> Path:
+        """The server's own log."""
+
+    # --- shared --------------------------------------------------------------------------------
+
+    def _dir(self) -> Path:
+        if self.tmpdir is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self.tmpdir
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        if self.port is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stderr_file(self) -> Path:
+        """gunicorn's stderr (where a bad config's traceback ends up)."""
+        return self._dir() / "gunicorn.stderr"
+
+    def _ready(self) -> bool:
+        assert self.port is not None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", self.ready_path, headers=self._ready_headers())
+            return conn.getresponse().status == self.ready_status
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def _failure(self, why: str) -> RuntimeError:
+        log = self.log_file if self.tmpdir else Path("(no tmpdir)")
+        err = self.stderr_file if self.tmpdir else Path("(no tmpdir)")
+        return RuntimeError(f"real {self.name} did not start: {why}\n"
+                            f"--- {log} (tail) ---\n{tail(log)}\n"
+                            f"--- gunicorn stderr (tail) ---\n{tail(err)}")
+
+    def start(self) -> Self:
+        """Launch gunicorn and wait until the server answers; RuntimeError if it does not."""
+        if self.proc is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        venv = self.venv or self._ensure_venv()
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"img-crypt-{type(self).__name__.lower()}-"))
+        try:
+            self._prepare(venv)
+            for attempt in range(3):  # the free port can be taken between probe and bind
+                if self._launch(venv):
+                    return self
+                stderr = tail(self.stderr_file)
+                in_use = "Address already in use" in stderr or "Connection in use" in stderr
+                if not in_use or attempt == 2:
+                    code = self.proc.returncode if self.proc else "?"
+                    raise self._failure(f"the process exited with code {code}")
+                self.proc = None
+            raise AssertionError("unreachable")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, venv: Path) -> bool:
+        """One attempt: True when ready, False when the process exited first."""
+        tmp = self._dir()
+        self.port = free_port()
+        cmd = [str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{self.port}",
+               *self._app_args(venv)]
+        began = time.monotonic()
+        with open(self.stderr_file, "ab") as err, open(tmp / "gunicorn.stdout", "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         env=self._env(), cwd=tmp, start_new_session=True)
+        try:
+            self.start_seconds = wait_ready(self.proc, self._ready, began, self.start_timeout)
+        except TimeoutError:
+            why = (f"GET {self.ready_path} did not answer {self.ready_status} within "
+                   f"{self.start_timeout:.0f} s")
+            raise self._failure(why) from None
+        return self.start_seconds is not None
+
+    def stop(self) -> None:
+        """Terminate the process this instance started (by pid) and remove the temp dir."""
+        proc, self.proc = self.proc, None
+        terminate(proc)
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        self.port = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

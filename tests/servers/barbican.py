@@ -10,24 +10,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import http.client
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from tests.servers._process import (
+    GunicornServer,
     base_python,
     clean_env,
-    free_port,
     run,
-    tail,
-    terminate,
-    wait_ready,
 )
 
 BARBICAN_VERSION = "23.0.0"
@@ -144,140 +137,46 @@ paste.filter_factory = barbican.api.middleware.microversion:MicroversionMiddlewa
 """
 
 
-class RealBarbican:
+class RealBarbican(GunicornServer):
     """One real Barbican API server (gunicorn, one sync worker, SQLite) on 127.0.0.1."""
 
-    def __init__(self, venv: Path | None = None, start_timeout: float = START_TIMEOUT) -> None:
-        self.venv = venv
-        self.start_timeout = start_timeout
-        self.tmpdir: Path | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
-        self.start_seconds: float | None = None
+    name = f"Barbican {BARBICAN_VERSION}"
+    ready_path, ready_status = "/", 300
 
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("RealBarbican is not started")
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, venv: Path | None = None, start_timeout: float = START_TIMEOUT) -> None:
+        super().__init__(venv, start_timeout)
 
     @property
     def log_file(self) -> Path:
-        assert self.tmpdir is not None
-        return self.tmpdir / "barbican-api.log"
+        return self._dir() / "barbican-api.log"
 
-    @property
-    def stderr_file(self) -> Path:
-        assert self.tmpdir is not None
-        return self.tmpdir / "gunicorn.stderr"
+    def _ensure_venv(self) -> Path:
+        return ensure_venv()
 
-    def _write_config(self) -> Path:
-        assert self.tmpdir is not None
-        conf_dir = self.tmpdir / "home" / ".barbican"
+    def _prepare(self, venv: Path) -> None:
+        tmp = self._dir()
+        conf_dir = tmp / "home" / ".barbican"
         conf_dir.mkdir(parents=True)
         kek = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
         (conf_dir / "barbican.conf").write_text(
-            BARBICAN_CONF.format(
-                log_file=self.log_file, sqlite=self.tmpdir / "barbican.sqlite", kek=kek
-            )
+            BARBICAN_CONF.format(log_file=self.log_file, sqlite=tmp / "barbican.sqlite", kek=kek)
         )
         # The shim must be importable as a top-level module, but tests/servers itself cannot go
         # on the server's PYTHONPATH: tests/servers/barbican.py (this file) would shadow the
         # real ``barbican`` package. So the server gets a directory holding only the shim.
-        shim_dir = self.tmpdir / "pythonpath"
+        shim_dir = tmp / "pythonpath"
         shim_dir.mkdir()
         shutil.copyfile(SHIM_FILE, shim_dir / "barbican_shim.py")
-        paste = self.tmpdir / "barbican-api-paste.ini"
-        paste.write_text(PASTE_INI)
-        return paste
+        (tmp / "barbican-api-paste.ini").write_text(PASTE_INI)
+
+    def _app_args(self, venv: Path) -> list[str]:
+        paste = self._dir() / "barbican-api-paste.ini"
+        return ["--paste", str(paste.resolve()), "-w", "1", "--timeout", "120",
+                "--graceful-timeout", "5"]
 
     def _env(self) -> dict[str, str]:
-        assert self.tmpdir is not None
-        return clean_env({"HOME": str(self.tmpdir / "home"),
-                          "PYTHONPATH": str(self.tmpdir / "pythonpath")})
-
-    def _ready(self) -> bool:
-        assert self.port is not None
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", "/")
-            return conn.getresponse().status == 300
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    def _failure(self, why: str) -> RuntimeError:
-        return RuntimeError(
-            f"real Barbican {BARBICAN_VERSION} did not start: {why}\n"
-            f"--- {self.log_file} (tail) ---\n{tail(self.log_file)}\n"
-            f"--- gunicorn stderr (tail) ---\n{tail(self.stderr_file)}"
-        )
-
-    def start(self) -> RealBarbican:
-        """Launch gunicorn and wait until ``GET /`` answers 300; RuntimeError otherwise."""
-        if self.proc is not None:
-            raise RuntimeError("RealBarbican already started")
-        venv = self.venv or ensure_venv()
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="img-crypt-barbican-"))
-        try:
-            paste = self._write_config()
-            for attempt in range(3):  # the free port can be taken between probe and bind
-                if self._launch(venv, paste):
-                    return self
-                stderr = tail(self.stderr_file)
-                in_use = "Address already in use" in stderr or "Connection in use" in stderr
-                if not in_use or attempt == 2:
-                    raise self._failure(
-                        f"the process exited with code {self.proc.returncode if self.proc else '?'}"
-                    )
-                self.proc = None
-            raise AssertionError("unreachable")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _launch(self, venv: Path, paste: Path) -> bool:
-        assert self.tmpdir is not None
-        self.port = free_port()
-        cmd = [
-            str(venv / "bin" / "gunicorn"), "--paste", str(paste.resolve()),
-            "-b", f"127.0.0.1:{self.port}", "-w", "1", "--timeout", "120",
-            "--graceful-timeout", "5",
-        ]
-        began = time.monotonic()
-        out_file = self.tmpdir / "gunicorn.stdout"
-        with open(self.stderr_file, "ab") as err, open(out_file, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._env(),
-                cwd=self.tmpdir, start_new_session=True,
-            )
-        try:
-            self.start_seconds = wait_ready(self.proc, self._ready, began, self.start_timeout)
-        except TimeoutError:
-            why = f"GET / did not answer 300 within {self.start_timeout:.0f} s"
-            raise self._failure(why) from None
-        return self.start_seconds is not None
-
-    def stop(self) -> None:
-        """Terminate the process this instance started (by pid) and remove the temp dir."""
-        proc, self.proc = self.proc, None
-        terminate(proc)
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-        self.port = None
-
-    def __enter__(self) -> RealBarbican:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        tmp = self._dir()
+        return clean_env({"HOME": str(tmp / "home"), "PYTHONPATH": str(tmp / "pythonpath")})
 
 
 if __name__ == "__main__":  # manual use: python tests/servers/barbican.py

@@ -20,7 +20,6 @@ import http.server
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -33,13 +32,10 @@ from typing import Any
 import requests
 
 from tests.servers._process import (
+    GunicornServer,
     base_python,
     clean_env,
-    free_port,
     run,
-    tail,
-    terminate,
-    wait_ready,
 )
 
 GLANCE_VERSION = "33.0.0"
@@ -225,7 +221,7 @@ def paste_ini(venv: Path) -> str:
 # --- the server -------------------------------------------------------------------------------
 
 
-class RealGlance:
+class RealGlance(GunicornServer):
     """One real Glance API server (gunicorn, one gthread worker, SQLite) on 127.0.0.1.
 
     ``plugins`` go to glance-image-import.conf (``[image_import_opts] image_import_plugins``),
@@ -234,6 +230,9 @@ class RealGlance:
     glance-api.conf (read after glance-image-import.conf, so it wins); ``env`` is added to the
     server's cleaned environment. Image data lands in ``store_dir/<image id>``.
     """
+
+    name = f"Glance {GLANCE_VERSION}"
+    ready_path, ready_status = "/v2/images", 200
 
     def __init__(
         self,
@@ -251,25 +250,9 @@ class RealGlance:
         self.extra_conf = extra_conf
         self.container_formats = None if container_formats is None else list(container_formats)
         self.env = dict(env or {})
-        self.venv = venv
-        self.start_timeout = start_timeout
-        self.tmpdir: Path | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
-        self.start_seconds: float | None = None
+        super().__init__(venv, start_timeout)
 
     # paths and addresses
-
-    def _dir(self) -> Path:
-        if self.tmpdir is None:
-            raise RuntimeError("RealGlance is not started")
-        return self.tmpdir
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("RealGlance is not started")
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def etc_dir(self) -> Path:
@@ -278,10 +261,6 @@ class RealGlance:
     @property
     def log_file(self) -> Path:
         return self._dir() / "glance-api.log"
-
-    @property
-    def stderr_file(self) -> Path:
-        return self._dir() / "gunicorn.stderr"
 
     @property
     def staging_dir(self) -> Path:
@@ -320,7 +299,10 @@ class RealGlance:
             text += "\n" + self.extra_conf.strip("\n") + "\n"
         return text
 
-    def _write_config(self, venv: Path) -> None:
+    def _ensure_venv(self) -> Path:
+        return ensure_venv()
+
+    def _prepare(self, venv: Path) -> None:
         tmp = self._dir()
         for path in (self.etc_dir, self.store_dir, self.staging_dir, self.tasks_dir,
                      tmp / "locks", tmp / "home"):
@@ -332,97 +314,18 @@ class RealGlance:
         )
         (self.etc_dir / "glance-api.conf").write_text(self.api_conf())
 
-    def _server_env(self) -> dict[str, str]:
+    def _env(self) -> dict[str, str]:
         tmp = self._dir()
         env = clean_env({"HOME": str(tmp / "home"), "OS_GLANCE_CONFIG_DIR": str(self.etc_dir)})
         env.update(self.env)
         return env
 
-    # lifecycle
+    def _ready_headers(self) -> dict[str, str]:
+        return identity_headers(SERVER_PROJECT)
 
-    def _ready(self) -> bool:
-        assert self.port is not None
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", "/v2/images", headers=identity_headers(SERVER_PROJECT))
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    def _failure(self, why: str) -> RuntimeError:
-        log = self.log_file if self.tmpdir else Path("(no tmpdir)")
-        err = self.stderr_file if self.tmpdir else Path("(no tmpdir)")
-        return RuntimeError(
-            f"real Glance {GLANCE_VERSION} did not start: {why}\n"
-            f"--- {log} (tail) ---\n{tail(log)}\n"
-            f"--- gunicorn stderr (tail) ---\n{tail(err)}"
-        )
-
-    def start(self) -> RealGlance:
-        """Launch gunicorn and wait until ``GET /v2/images`` answers 200; RuntimeError if not."""
-        if self.proc is not None:
-            raise RuntimeError("RealGlance already started")
-        venv = self.venv or ensure_venv()
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="img-crypt-glance-"))
-        try:
-            self._write_config(venv)
-            for attempt in range(3):  # the free port can be taken between probe and bind
-                if self._launch(venv):
-                    return self
-                stderr = tail(self.stderr_file)
-                in_use = "Address already in use" in stderr or "Connection in use" in stderr
-                if not in_use or attempt == 2:
-                    code = self.proc.returncode if self.proc else "?"
-                    raise self._failure(f"the process exited with code {code}")
-                self.proc = None
-            raise AssertionError("unreachable")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _launch(self, venv: Path) -> bool:
-        """One attempt: True when ready, False when the process exited first."""
-        tmp = self._dir()
-        self.port = free_port()
-        cmd = [
-            str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{self.port}", "-w", "1",
-            "-k", "gthread", "--threads", "4", "--timeout", "120", "--graceful-timeout", "5",
-            "glance.wsgi.api:application",
-        ]
-        began = time.monotonic()
-        with open(self.stderr_file, "ab") as err, open(tmp / "gunicorn.stdout", "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self._server_env(),
-                cwd=tmp, start_new_session=True,
-            )
-        try:
-            self.start_seconds = wait_ready(self.proc, self._ready, began, self.start_timeout)
-        except TimeoutError:
-            why = f"GET /v2/images did not answer 200 within {self.start_timeout:.0f} s"
-            raise self._failure(why) from None
-        return self.start_seconds is not None
-
-    def stop(self) -> None:
-        """Terminate the process this instance started (by pid) and remove the temp dir."""
-        proc, self.proc = self.proc, None
-        terminate(proc)
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-        self.port = None
-
-    def __enter__(self) -> RealGlance:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _app_args(self, venv: Path) -> list[str]:
+        return ["-w", "1", "-k", "gthread", "--threads", "4", "--timeout", "120",
+                "--graceful-timeout", "5", "glance.wsgi.api:application"]
 
 
 # --- a small v2 API client --------------------------------------------------------------------
