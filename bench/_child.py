@@ -10,6 +10,7 @@ as ``floor_mib``) is the floor under every number, not this script's.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -113,3 +114,14 @@ def sha256_file(path: Path, start: int = 0, length: int | None = None) -> str:
             digest.update(block)
             left -= len(block)
     return digest.hexdigest()
+
+
+def sizes_arg(text: str) -> list[int]:
+    """Parse ``256,2048`` (a command-line type) into sorted, distinct positive sizes."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of MiB sizes: {text!r}") from None
+    if not sizes or sizes[0] <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive: {text!r}")
+    return sizes

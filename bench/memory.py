@@ -36,15 +36,12 @@ Usage: ``python bench/memory.py [--sizes-mib 256,1024] [--runs 3] [--workdir DIR
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -52,7 +49,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-MIB = 1 << 20
+from _child import BenchError, Child, make_input, sha256_file, sizes_arg, spawn
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WORKDIR = Path(__file__).resolve().parent / "work"
 CLI = "from img_crypt.cli import run; run()"
@@ -63,29 +61,6 @@ GROWTH_LIMIT_MIB = 8.0
 CRYPT_OPS = ("encrypt file", "encrypt null", "decrypt file", "decrypt null")
 OPS = ("baseline", "imports", *CRYPT_OPS)
 SMOKE_SIZES = (1, 3)
-
-# Started as ``python -S -I -c LAUNCHER python ARGS...``: spawns the measured child with
-# posix_spawn (its stdout to the launcher's stderr), reaps it with wait4 and prints one line:
-# ru_maxrss, exit code, wall seconds, and the launcher's own VmHWM in KiB ("-" without /proc).
-LAUNCHER = """\
-import os, sys, time
-start = time.perf_counter()
-pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ,
-                     file_actions=[(os.POSIX_SPAWN_DUP2, 2, 1)])
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-try:
-    with open("/proc/self/status") as f:
-        hwm = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-except (OSError, StopIteration):
-    hwm = "-"
-print(usage.ru_maxrss, os.waitstatus_to_exitcode(status), wall, hwm)
-"""
-
-
-class BenchError(Exception):
-    """A child failed or produced wrong output: the benchmark is void."""
-
 
 @dataclass(frozen=True)
 class Measurement:
@@ -100,16 +75,6 @@ class Measurement:
 
 
 @dataclass(frozen=True)
-class Child:
-    """What the launcher reports: the child's peak RSS, wall time and output, its own VmHWM."""
-
-    peak_rss_mib: float
-    wall_s: float
-    output: str
-    launcher_hwm_mib: float | None
-
-
-@dataclass(frozen=True)
 class Workspace:
     """The work directory, the children's environment and the KEK id."""
 
@@ -121,58 +86,12 @@ class Workspace:
 # --- children -----------------------------------------------------------------------------
 
 
-def _maxrss_mib(ru_maxrss: int) -> float:
-    """``ru_maxrss`` in MiB: KiB on Linux, bytes on macOS."""
-    return ru_maxrss / MIB if sys.platform == "darwin" else ru_maxrss / 1024
-
-
-def run_child(args: Sequence[str], env: dict[str, str]) -> Child:
-    """Run ``python *args`` through the launcher; raise if it or the child fails."""
-    with tempfile.TemporaryFile() as result, tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen([sys.executable, "-S", "-I", "-c", LAUNCHER, sys.executable,
-                                 *args], stdin=subprocess.DEVNULL, stdout=result, stderr=out,
-                                env=env)
-        _, status, _ = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        result.seek(0)
-        out.seek(0)
-        fields = result.read().decode(errors="replace").split()
-        text = out.read().decode(errors="replace").strip()
-    if proc.returncode != 0 or len(fields) != 4:
-        raise BenchError(f"the launcher failed ({proc.returncode}): {text}")
-    maxrss, code, wall, floor = fields
-    if int(code) != 0:
-        raise BenchError(f"{' '.join(args)} exited with {code}: {text}")
-    return Child(_maxrss_mib(int(maxrss)), float(wall), text,
-                 None if floor == "-" else int(floor) / 1024)
-
-
 def cli(ws: Workspace, *args: str | Path) -> Child:
     """Run ``img-crypt *args`` as a child process."""
-    return run_child(["-c", CLI, *map(str, args)], ws.env)
+    return spawn([sys.executable, "-c", CLI, *map(str, args)], ws.env)
 
 
 # --- files --------------------------------------------------------------------------------
-
-
-def make_input(path: Path, size_mib: int) -> str:
-    """Write ``size_mib`` MiB of random 1 MiB blocks to ``path``; return its SHA-256."""
-    digest = hashlib.sha256()
-    with path.open("wb") as f:
-        for _ in range(size_mib):
-            block = os.urandom(MIB)
-            digest.update(block)
-            f.write(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(MIB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def setup(root: Path) -> Workspace:
@@ -188,7 +107,7 @@ def setup(root: Path) -> Workspace:
 def cleanup(root: Path, sizes: Sequence[int]) -> None:
     """Remove the inputs, outputs and key store this benchmark made."""
     for size in sizes:
-        for suffix in ("bin", "icr", "dec"):
+        for suffix in ("bin", "bin.sha256", "icr", "dec"):
             (root / f"{size}MiB.{suffix}").unlink(missing_ok=True)
     shutil.rmtree(root / "keys", ignore_errors=True)
 
@@ -202,8 +121,8 @@ def measure_once(ws: Workspace, size: int, run: int, expected: str) -> list[Meas
     enc.unlink(missing_ok=True)
     dec.unlink(missing_ok=True)
     steps: dict[str, Child] = {}
-    steps["baseline"] = run_child(["-c", BASELINE], ws.env)
-    steps["imports"] = run_child(["-c", IMPORTS], ws.env)
+    steps["baseline"] = spawn([sys.executable, "-c", BASELINE], ws.env)
+    steps["imports"] = spawn([sys.executable, "-c", IMPORTS], ws.env)
     steps["encrypt file"] = cli(ws, "encrypt", src, enc, "--kek", ws.kek)
     steps["encrypt null"] = cli(ws, "encrypt", src, os.devnull, "--kek", ws.kek)
     steps["decrypt file"] = cli(ws, "decrypt", enc, dec)
@@ -211,7 +130,7 @@ def measure_once(ws: Workspace, size: int, run: int, expected: str) -> list[Meas
         raise BenchError(f"decrypting {enc} did not give back {src}")
     steps["decrypt null"] = cli(ws, "decrypt", enc, os.devnull)
     return [Measurement(op, size, run, round(c.peak_rss_mib, 2), round(c.wall_s, 3),
-                        None if c.launcher_hwm_mib is None else round(c.launcher_hwm_mib, 2))
+                        None if c.floor_mib is None else round(c.floor_mib, 2))
             for op, c in steps.items()]
 
 
@@ -319,17 +238,6 @@ def show(result: dict[str, Any]) -> None:
 
 
 # --- command line -------------------------------------------------------------------------
-
-
-def sizes_arg(text: str) -> list[int]:
-    """Parse ``256,1024`` into sorted, distinct positive sizes."""
-    try:
-        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of MiB sizes: {text!r}") from None
-    if not sizes or sizes[0] <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive: {text!r}")
-    return sizes
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

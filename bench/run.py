@@ -36,7 +36,7 @@ from typing import Any
 import _glance
 import _report
 import _tools
-from _child import MIB, BenchError, spawn
+from _child import MIB, BenchError, sizes_arg, spawn
 from _child import make_input as write_input
 from _child import sha256_file as sha256
 
@@ -272,17 +272,6 @@ def write(result: Row, out_dir: Path, update_readme: bool) -> None:
     if update_readme:
         image = (out_dir.resolve() / "results.png").relative_to(REPO)
         _report.update_readme(REPO / "README.md", _report.readme_block(result, str(image)))
-
-
-def sizes_arg(text: str) -> list[int]:
-    """Parse ``256,2048`` into sorted, distinct positive sizes."""
-    try:
-        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of MiB sizes: {text!r}") from None
-    if not sizes or sizes[0] <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive: {text!r}")
-    return sizes
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
