@@ -7,8 +7,6 @@ cases count what the mock holds afterwards: nothing the failed command created m
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import time
 import uuid
@@ -19,23 +17,9 @@ from pathlib import Path
 import pytest
 
 from barbican_mock import MockBarbican
-from img_crypt.cli import main
 from img_crypt.errors import UnavailableError
 from img_crypt.keys.connect import connect
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cli(*argv: str) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return Run(code, out.getvalue(), err.getvalue())
+from tests.cli_run import Run, cli
 
 
 @dataclass

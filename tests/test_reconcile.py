@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -25,7 +23,6 @@ import requests
 import responses
 
 from barbican_mock import MockBarbican
-from img_crypt.cli import main
 from img_crypt.errors import UnavailableError
 from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX
 from img_crypt.keys.base import Consumer
@@ -41,6 +38,7 @@ from img_crypt.reconcile import (
     UnknownImage,
     reconcile,
 )
+from tests.cli_run import cli
 
 EXISTS, GONE, UNKNOWN = ImageState.EXISTS, ImageState.GONE, ImageState.UNKNOWN
 
@@ -383,20 +381,6 @@ def test_from_cloud_uses_the_image_endpoint_of_clouds_yaml(
 
 
 # --- the command line ------------------------------------------------------------------------
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cli(*argv: str) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return Run(code, out.getvalue(), err.getvalue())
-
 
 @dataclass
 class StubGlance:
