@@ -22,7 +22,6 @@ from img_crypt.errors import (
     ImgCryptError,
     KeyHasConsumersError,
     KeyNotFoundError,
-    UsageError,
 )
 from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX
 from img_crypt.keys.base import Consumer, KeyInfo, KeyManager
@@ -241,22 +240,12 @@ class GlanceImages:
     @classmethod
     def from_cloud(cls, cloud: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> GlanceImages:
         """The ``image`` endpoint of clouds.yaml entry ``cloud`` (or the ``OS_*`` variables)."""
-        import openstack.config
         from keystoneauth1 import exceptions as ks_exc
-        from openstack import exceptions as os_exc
+
+        from img_crypt.clouds import session_and_endpoint
 
         try:
-            region = openstack.config.OpenStackConfig(load_envvars=True).get_one(cloud=cloud)
-        except (os_exc.ConfigException, KeyError) as e:
-            raise UsageError(f"no usable OpenStack credentials (clouds.yaml or OS_* variables): "
-                             f"{e}") from None
-        session = region.get_session()
-        if session.timeout is None:
-            session.timeout = timeout
-        try:
-            endpoint = region.get_endpoint("image") or session.get_endpoint(
-                service_type="image", interface=region.get_interface(),
-                region_name=region.region_name)
+            session, endpoint = session_and_endpoint(cloud, "image", timeout)
         except ks_exc.Unauthorized:
             raise GlanceError("authentication with Keystone failed") from None
         except ks_exc.ClientException as e:
@@ -264,7 +253,7 @@ class GlanceImages:
                               f"{type(e).__name__}") from None
         if not endpoint:
             raise GlanceError("the service catalog has no image endpoint")
-        return cls(session, str(endpoint))
+        return cls(session, endpoint)
 
     def _get(self, path: str, **params: str) -> Response:
         from keystoneauth1 import exceptions as ks_exc

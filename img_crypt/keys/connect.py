@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from img_crypt.clouds import session_and_endpoint
 from img_crypt.errors import CredentialsError, KeyManagerError, UsageError
 from img_crypt.keys.barbican import BarbicanKeyManager, ConsumerPolicy
 
@@ -39,20 +40,7 @@ def connect(*, url: str | None = None, project_id: str | None = None, cloud: str
 
 
 def _from_cloud(cloud: str | None, timeout: float) -> tuple[Any, str]:
-    import openstack.config
-    from openstack import exceptions as os_exc
-
-    try:
-        region = openstack.config.OpenStackConfig(load_envvars=True).get_one(cloud=cloud)
-    except (os_exc.ConfigException, KeyError) as e:
-        raise UsageError(f"no usable OpenStack credentials (clouds.yaml or OS_* variables): "
-                         f"{e}") from None
-    session = region.get_session()
-    if session.timeout is None:
-        session.timeout = timeout
-    endpoint = region.get_endpoint("key-manager") or session.get_endpoint(
-        service_type="key-manager", interface=region.get_interface(),
-        region_name=region.region_name)
+    session, endpoint = session_and_endpoint(cloud, "key-manager", timeout)
     if not endpoint:
         raise KeyManagerError("the service catalog has no key-manager endpoint")
-    return session, str(endpoint)
+    return session, endpoint
