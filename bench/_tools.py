@@ -7,6 +7,7 @@ run here (the harness then reports it as SKIPPED), ``close`` stops what ``prepar
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import os
 import re
@@ -54,7 +55,7 @@ def first_line(argv: list[str]) -> str:
     return lines[0].strip() if lines else "?"
 
 
-class Tool:
+class Tool(abc.ABC):
     """One encryption tool; subclasses fill in the commands."""
 
     name = "?"
@@ -70,22 +71,24 @@ class Tool:
         return "?"
 
     def prepare(self, work: Path, env: dict[str, str]) -> None:
-        """Make keys in ``work`` (untimed)."""
+        """Make keys in ``work`` (untimed); by default there is nothing to make."""
+        return None
 
+    @abc.abstractmethod
     def encrypt(self, src: str, dst: str) -> list[str]:
         """The argv encrypting ``src`` into ``dst``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decrypt(self, src: str, dst: str) -> list[str]:
         """The argv decrypting ``src`` into ``dst``."""
-        raise NotImplementedError
 
     def decrypt_range(self, src: str, dst: str, start: int, end: int) -> list[str] | None:
         """The argv decrypting plaintext bytes [start, end) of ``src``; None if unsupported."""
         return None
 
     def close(self) -> None:
-        """Stop whatever ``prepare`` started."""
+        """Stop whatever ``prepare`` started; by default nothing."""
+        return None
 
 
 class ImgCrypt(Tool):
