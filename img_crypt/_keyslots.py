@@ -9,13 +9,12 @@ import hmac
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import ValidationError
 
 from img_crypt.errors import AuthenticationError, KeyNotFoundError, UsageError
 from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, WRAPPED_DEK_SIZE, Header, KeySlot
@@ -48,7 +47,7 @@ def _mac(dek: bytes, signed: bytes) -> bytes:
 def _wrap(dek: bytes, key: bytes, slot: KeySlot, binding: bytes, nonce: bytes) -> KeySlot:
     """Fill ``slot`` (kind and key id set) with ``nonce`` and the DEK wrapped under ``key``."""
     wrapped = AESGCM(key).encrypt(nonce, dek, _slot_aad(binding, slot.label()))
-    return slot.model_copy(update={"nonce": nonce, "wrapped_dek": wrapped})
+    return replace(slot, nonce=nonce, wrapped_dek=wrapped)
 
 
 def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
@@ -61,13 +60,13 @@ def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
         blanks = [KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(WRAP_NONCE_SIZE),
                           wrapped_dek=bytes(WRAPPED_DEK_SIZE)) for k in keks]
         draft = Header(image_id=image_id, slots=(*kept, *blanks))
-    except ValidationError as e:
-        raise UsageError(f"invalid key slots: {e.errors()[0]['msg']}") from None
+    except ValueError as e:
+        raise UsageError(f"invalid key slots: {e}") from None
     binding = draft.binding()
     fresh = (_wrap(dek, k.key, blank, binding, make_nonce())
              for k, blank in zip(keks, blanks, strict=True))
-    unsealed = draft.model_copy(update={"slots": (*kept, *fresh)})
-    return unsealed.model_copy(update={"mac": _mac(dek, unsealed.signed_part())})
+    unsealed = replace(draft, slots=(*kept, *fresh))
+    return replace(unsealed, mac=_mac(dek, unsealed.signed_part()))
 
 
 def open_dek(header: Header, raw: bytes, lookup: KekLookup) -> bytes:

@@ -1,4 +1,4 @@
-"""The img-crypt header: typed model, strict parser, canonical encoder (FORMAT.md sections 2-5).
+"""The img-crypt header: typed records, strict parser, canonical encoder (FORMAT.md sections 2-5).
 
 Pure: bytes in, bytes out. Every length is checked against its bound before anything is
 allocated from it, so a hostile header costs at most :data:`MAX_HEADER` bytes.
@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import struct
 import uuid
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from dataclasses import dataclass, field
 
 from img_crypt._cobblestone import COBBLESTONE_256, Suite
 from img_crypt.errors import FormatError
@@ -33,31 +32,29 @@ _KIND_RE = re.compile(r"[a-z0-9_-]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class KeySlot(BaseModel):
-    """One wrapped copy of the DEK, under the KEK ``key_id`` of key manager ``kind``."""
+@dataclass(frozen=True)
+class KeySlot:
+    """One wrapped copy of the DEK, under the KEK ``key_id`` of key manager ``kind``.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Construction validates every field (``ValueError`` with a one-line reason), so a slot
+    object always encodes to a header this module would parse back.
+    """
 
-    kind: str = Field(min_length=1, max_length=MAX_KIND)
-    key_id: str = Field(min_length=1)
-    nonce: bytes = Field(min_length=WRAP_NONCE_SIZE, max_length=WRAP_NONCE_SIZE, repr=False)
-    wrapped_dek: bytes = Field(
-        min_length=WRAPPED_DEK_SIZE, max_length=WRAPPED_DEK_SIZE, repr=False
-    )
+    kind: str
+    key_id: str
+    nonce: bytes = field(repr=False)
+    wrapped_dek: bytes = field(repr=False)
 
-    @field_validator("kind")
-    @classmethod
-    def _kind_charset(cls, value: str) -> str:
-        if not _KIND_RE.fullmatch(value):
-            raise ValueError("kind must be ASCII [a-z0-9_-]")
-        return value
-
-    @field_validator("key_id")
-    @classmethod
-    def _key_id_text(cls, value: str) -> str:
-        if len(value.encode()) > MAX_KEY_ID or _CONTROL_RE.search(value):
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.kind) <= MAX_KIND or not _KIND_RE.fullmatch(self.kind):
+            raise ValueError(f"kind must be 1 to {MAX_KIND} ASCII characters [a-z0-9_-]")
+        if (not self.key_id or len(self.key_id.encode()) > MAX_KEY_ID
+                or _CONTROL_RE.search(self.key_id)):
             raise ValueError(f"key id must be 1 to {MAX_KEY_ID} UTF-8 bytes without controls")
-        return value
+        if len(self.nonce) != WRAP_NONCE_SIZE:
+            raise ValueError(f"wrap nonce must be {WRAP_NONCE_SIZE} bytes")
+        if len(self.wrapped_dek) != WRAPPED_DEK_SIZE:
+            raise ValueError(f"wrapped DEK must be {WRAPPED_DEK_SIZE} bytes")
 
     def label(self) -> bytes:
         """The slot's own fields as they appear in the slot AAD (FORMAT.md section 3)."""
@@ -65,24 +62,21 @@ class KeySlot(BaseModel):
         return bytes([len(kind)]) + kind + bytes([len(key_id)]) + key_id
 
 
-class Header(BaseModel):
+@dataclass(frozen=True)
+class Header:
     """A parsed (or to-be-written) header; ``mac`` is empty until sealed."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    slots: tuple[KeySlot, ...]
+    image_id: uuid.UUID | None = None
     version: int = VERSION
     suite: int = SUITE_ID
-    image_id: uuid.UUID | None = None
-    slots: tuple[KeySlot, ...] = Field(min_length=1, max_length=MAX_SLOTS)
-    mac: bytes = Field(default=b"", repr=False)
+    mac: bytes = field(default=b"", repr=False)
 
-    @field_validator("slots")
-    @classmethod
-    def _unique_slots(cls, slots: tuple[KeySlot, ...]) -> tuple[KeySlot, ...]:
-        names = {(s.kind, s.key_id) for s in slots}
-        if len(names) != len(slots):
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.slots) <= MAX_SLOTS:
+            raise ValueError(f"a header has 1 to {MAX_SLOTS} key slots")
+        if len({(s.kind, s.key_id) for s in self.slots}) != len(self.slots):
             raise ValueError("two key slots name the same key")
-        return slots
 
     def binding(self) -> bytes:
         """The file binding ``B``: version, suite and image id (FORMAT.md section 1)."""
@@ -156,7 +150,7 @@ def parse(data: bytes) -> Header:
         return Header(version=version, suite=suite, image_id=image, slots=slots,
                       mac=data[length - MAC_SIZE:])
     except ValueError as e:
-        raise FormatError(f"invalid header: {_first_error(e)}") from None
+        raise FormatError(f"invalid header: {e}") from None
 
 
 def _parse_slot(cur: _Cursor, n: int) -> KeySlot:
@@ -168,12 +162,8 @@ def _parse_slot(cur: _Cursor, n: int) -> KeySlot:
     try:
         kind, key_id = kind_raw.decode("ascii"), key_id_raw.decode("utf-8")
         return KeySlot(kind=kind, key_id=key_id, nonce=nonce, wrapped_dek=wrapped)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"invalid {what}: {_first_error(e)}") from None
+    except UnicodeDecodeError as e:
+        raise FormatError(f"invalid {what}: {e.encoding} text expected") from None
+    except ValueError as e:
+        raise FormatError(f"invalid {what}: {e}") from None
 
-
-def _first_error(error: Exception) -> str:
-    """One line from a pydantic or codec error, for a one-line FormatError."""
-    if isinstance(error, ValidationError):
-        return str(error.errors()[0]["msg"])
-    return str(error).splitlines()[0]

@@ -93,7 +93,7 @@ def secret_json(era: str, sid: str = SID, consumers: tuple[Consumer, ...] = ()) 
 
 
 def consumer_json(c: Consumer) -> dict[str, Any]:
-    return c.model_dump() | {"created": "2026-01-02T03:04:05", "updated": "2026-01-02T03:04:05",
+    return c.to_dict() | {"created": "2026-01-02T03:04:05", "updated": "2026-01-02T03:04:05",
                              "status": "ACTIVE"}
 
 
@@ -371,7 +371,7 @@ def test_consumer_calls_carry_the_microversion(rsps: responses.RequestsMock, era
         assert call.request.headers[HEADER] == f"key-manager {era}"
         assert call.request.headers["X-Project-Id"] == "proj"
         if method != "GET":
-            assert body(call) == IMAGE.model_dump()
+            assert body(call) == IMAGE.to_dict()
 
 
 def test_consumer_calls_on_1_0_go_directly_to_the_rest_api(rsps: responses.RequestsMock) -> None:

@@ -229,7 +229,7 @@ class Backend:
 
     def consumers(self, key_id: str) -> list[dict[str, str]]:
         if self.mock is None:
-            return [c.model_dump() for c in self.manager.list_consumers(key_id)]
+            return [c.to_dict() for c in self.manager.list_consumers(key_id)]
         return [{k: c[k] for k in ("service", "resource_type", "resource_id")}
                 for c in self.mock.consumers(key_id)]
 

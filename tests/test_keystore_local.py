@@ -123,7 +123,7 @@ def test_kind_and_repr_hold_no_key(store: LocalKeyStore) -> None:
     assert LocalKeyStore.kind == "local"
     key_id = store.create_key()
     key = store.get_key(key_id)
-    record = KeyRecord.model_validate_json(key_file(store, key_id).read_bytes())
+    record = KeyRecord.from_json(key_file(store, key_id).read_bytes())
     for text in (repr(store), repr(record), str(record)):
         for form in key_forms(key):
             assert form not in text
@@ -416,9 +416,9 @@ def test_list_keys_sorted_by_creation(store: LocalKeyStore,
     times = iter([datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC),
                   datetime(2024, 2, 1, tzinfo=UTC)])
 
-    class FakeDatetime:
-        @staticmethod
-        def now(tz: object = None) -> datetime:
+    class FakeDatetime(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
             return next(times)
 
     monkeypatch.setattr(local, "datetime", FakeDatetime)
@@ -431,7 +431,7 @@ def test_list_keys_sorted_by_creation(store: LocalKeyStore,
     assert [i.name for i in infos] == ["january", "february", "march"]
     assert [i.consumers for i in infos] == [0, 2, 1]
     assert infos[0].created == datetime(2024, 1, 1, tzinfo=UTC)
-    dumped = json.dumps([i.model_dump(mode="json") for i in infos])
+    dumped = json.dumps([i.to_json() for i in infos])
     for key_id in (march, january, february):
         for form in key_forms(store.get_key(key_id)):
             assert form not in dumped

@@ -194,7 +194,7 @@ def keys_list(args: argparse.Namespace) -> int:
     """List the KEKs of the store."""
     keys = Managers(args).selected().list_keys()
     if args.json:
-        print(json.dumps([k.model_dump(mode="json") for k in keys], indent=2))
+        print(json.dumps([k.to_json() for k in keys], indent=2))
         return 0
     for k in keys:
         created = k.created.isoformat(timespec="seconds") if k.created else "-"
@@ -213,7 +213,7 @@ def keys_consumers(args: argparse.Namespace) -> int:
     """List the consumers (images) of a KEK."""
     consumers = Managers(args).selected().list_consumers(args.key_id)
     if args.json:
-        print(json.dumps([c.model_dump() for c in consumers], indent=2))
+        print(json.dumps([c.to_dict() for c in consumers], indent=2))
         return 0
     for c in consumers:
         print(f"{c.service}  {c.resource_type}  {c.resource_id}")

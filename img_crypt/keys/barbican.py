@@ -215,7 +215,7 @@ class BarbicanKeyManager(KeyManager):
 
     def add_consumer(self, key_id: str, consumer: Consumer) -> None:
         """Register ``consumer`` on the key (idempotent)."""
-        ref, data = self._ref(key_id), consumer.model_dump()
+        ref, data = self._ref(key_id), consumer.to_dict()
         try:
             self._consumer_call(
                 f"register consumer {_show(consumer)} on key {ref}", ref,
@@ -228,7 +228,7 @@ class BarbicanKeyManager(KeyManager):
 
     def remove_consumer(self, key_id: str, consumer: Consumer) -> None:
         """Remove ``consumer`` from the key; ConsumerNotFoundError if it was not there."""
-        ref, data = self._ref(key_id), consumer.model_dump()
+        ref, data = self._ref(key_id), consumer.to_dict()
         what = f"remove consumer {_show(consumer)} from key {ref}"
         try:
             self._consumer_call(

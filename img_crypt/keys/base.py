@@ -3,34 +3,52 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import ClassVar
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, ClassVar
 
 KEK_BYTES = 32
 """Every KEK is a 256-bit AES key."""
 
 
-class Consumer(BaseModel):
-    """A record saying that a resource (an image) needs a key; Barbican's consumer shape."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    service: str = Field(min_length=1, max_length=255)
-    resource_type: str = Field(min_length=1, max_length=255)
-    resource_id: str = Field(min_length=1, max_length=36)
+_CONSUMER_LIMITS = {"service": 255, "resource_type": 255, "resource_id": 36}
 
 
-class KeyInfo(BaseModel):
+@dataclass(frozen=True)
+class Consumer:
+    """A record saying that a resource (an image) needs a key; Barbican's consumer shape.
+
+    Each field is a non-empty string within Barbican's column sizes (255, 255, 36);
+    anything else is a ``ValueError`` at construction.
+    """
+
+    service: str
+    resource_type: str
+    resource_id: str
+
+    def __post_init__(self) -> None:
+        for name, limit in _CONSUMER_LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or not 1 <= len(value) <= limit:
+                raise ValueError(f"consumer {name} must be a string of 1 to {limit} characters")
+
+    def to_dict(self) -> dict[str, str]:
+        """The three fields, as Barbican's consumer API and the key store spell them."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
     """What a key manager can say about a key without handing out its bytes."""
-
-    model_config = ConfigDict(frozen=True)
 
     key_id: str
     name: str | None = None
     created: datetime | None = None
     consumers: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``created`` as ISO 8601 text."""
+        return asdict(self) | {"created": self.created and self.created.isoformat()}
 
 
 class KeyManager(abc.ABC):

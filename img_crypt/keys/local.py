@@ -19,17 +19,18 @@ import binascii
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import secrets
 import stat
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import platformdirs
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from img_crypt.errors import (
     ConsumerNotFoundError,
@@ -44,29 +45,83 @@ ENV_VAR = "IMG_CRYPT_KEY_STORE"
 
 _KEY_SUFFIX, _CONSUMERS_SUFFIX = ".key.json", ".consumers.json"
 _MAX_RECORD = 1 << 20
-_M = TypeVar("_M", bound=BaseModel)
 
 
-class KeyRecord(BaseModel):
-    """The on-disk record of one KEK (``<uuid>.key.json``)."""
+class _Corrupt(ValueError):
+    """A record that does not have the expected fields; the text names fields, never values."""
 
-    model_config = ConfigDict(extra="forbid")
+
+def _fields(raw: bytes, expected: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """Decode a JSON object whose keys and value types are exactly ``expected``."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _Corrupt("not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _Corrupt("not a JSON object")
+    bad = sorted(set(data) ^ set(expected))
+    bad += sorted(k for k, kinds in expected.items() if k in data
+                  and (not isinstance(data[k], kinds) or isinstance(data[k], bool)))
+    if bad:
+        raise _Corrupt(f"invalid field(s) {', '.join(bad)}")
+    return data
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """The on-disk record of one KEK (``<uuid>.key.json``): AES-256, base64 ``key``."""
 
     id: str
+    created: datetime
+    key: str = field(repr=False)
     name: str | None = None
-    created: AwareDatetime
-    algorithm: Literal["AES"] = "AES"
-    bit_length: Literal[256] = 256
-    key: str = Field(repr=False)
+
+    def to_json(self) -> bytes:
+        """The record as written to disk."""
+        return json.dumps({"id": self.id, "name": self.name,
+                           "created": self.created.isoformat().replace("+00:00", "Z"),
+                           "algorithm": "AES", "bit_length": 256, "key": self.key},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> KeyRecord:
+        """Parse and check a record; ``_Corrupt`` names the offending fields only."""
+        data = _fields(raw, {"id": str, "name": (str, type(None)), "created": str,
+                             "algorithm": str, "bit_length": int, "key": str})
+        bad = [k for k, want in (("algorithm", "AES"), ("bit_length", 256)) if data[k] != want]
+        try:
+            created = datetime.fromisoformat(data["created"])
+        except ValueError:
+            created = None
+        if created is None or created.tzinfo is None:
+            bad.append("created")
+        if bad or created is None:
+            raise _Corrupt(f"invalid field(s) {', '.join(bad)}")
+        return cls(id=data["id"], name=data["name"], created=created, key=data["key"])
 
 
-class ConsumerRecord(BaseModel):
+@dataclass(frozen=True)
+class ConsumerRecord:
     """The on-disk consumer list of one KEK (``<uuid>.consumers.json``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     key_id: str
-    consumers: list[Consumer] = Field(default_factory=list)
+    consumers: list[Consumer]
+
+    def to_json(self) -> bytes:
+        """The record as written to disk."""
+        return json.dumps({"key_id": self.key_id,
+                           "consumers": [c.to_dict() for c in self.consumers]},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ConsumerRecord:
+        """Parse and check a record; ``_Corrupt`` names the offending fields only."""
+        data = _fields(raw, {"key_id": str, "consumers": list})
+        try:
+            consumers = [Consumer(**c) for c in data["consumers"]]
+        except (TypeError, ValueError):
+            raise _Corrupt("invalid field(s) consumers") from None
+        return cls(key_id=data["key_id"], consumers=consumers)
 
 
 def default_store_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -145,13 +200,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
         _fsync_dir(path.parent)
 
 
-def _parse(model: type[_M], path: Path, raw: bytes) -> _M:
+_R = TypeVar("_R", "KeyRecord", "ConsumerRecord")
+
+
+def _parse(record: type[_R], path: Path, raw: bytes) -> _R:
     try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:  # its text may quote the key: never chain it
-        fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
-        reason = f"invalid field(s) {', '.join(fields)}" if fields else "not valid JSON"
-        raise KeyManagerError(f"corrupt key store record {path}: {reason}") from None
+        return record.from_json(raw)
+    except _Corrupt as exc:  # names fields, never values: a value may be the key
+        raise KeyManagerError(f"corrupt key store record {path}: {exc}") from None
 
 
 class LocalKeyStore(KeyManager):
@@ -239,7 +295,7 @@ class LocalKeyStore(KeyManager):
 
     def _save_consumers(self, key_id: str, consumers: list[Consumer]) -> None:
         record = ConsumerRecord(key_id=key_id, consumers=consumers)
-        _write_atomic(self._key_path(key_id, _CONSUMERS_SUFFIX), record.model_dump_json().encode())
+        _write_atomic(self._key_path(key_id, _CONSUMERS_SUFFIX), record.to_json())
 
     def create_key(self, name: str | None = None) -> str:
         """Create a new random 256-bit KEK and return its id (a UUID4 string)."""
@@ -247,7 +303,7 @@ class LocalKeyStore(KeyManager):
         key_id = str(uuid.uuid4())
         key = base64.b64encode(secrets.token_bytes(KEK_BYTES)).decode("ascii")
         record = KeyRecord(id=key_id, name=name, created=datetime.now(UTC), key=key)
-        _write_atomic(self._key_path(key_id), record.model_dump_json().encode())
+        _write_atomic(self._key_path(key_id), record.to_json())
         return key_id
 
     def get_key(self, key_id: str) -> bytes:
