@@ -21,6 +21,7 @@ from img_crypt._payload import (
     decrypt_buffer_size,
     encrypt_buffer_size,
 )
+from img_crypt._writebehind import writer
 from img_crypt.errors import BindingError, FormatError, UsageError
 from img_crypt.format import PREFIX_SIZE, SUITES, Header, parse, parse_prefix
 
@@ -78,22 +79,28 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
     write_all(sink, raw)
     with Source(source, read_size) as src:
         cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
-        payload = _pump(src, cipher, bytearray(encrypt_buffer_size(read_size)), sink, progress)
+        payload = _pump(src, cipher, encrypt_buffer_size(read_size), sink, progress)
     return Summary(header, len(raw), src.consumed, payload)
 
 
-def _pump(src: Source, cipher: PayloadEncryptor | PayloadDecryptor, out: bytearray,
+def _pump(src: Source, cipher: PayloadEncryptor | PayloadDecryptor, out_size: int,
           sink: Writable, progress: Progress | None) -> int:
-    """Run every input view through ``cipher`` into the reused ``out``; return bytes written."""
+    """Run every input view through ``cipher`` into ``out_size`` buffers; return bytes written.
+
+    Output buffers are reused; for a regular-file sink they are written by a second thread
+    (:mod:`img_crypt._writebehind`) while the cipher fills the next one.
+    """
     written = 0
-    for view in src.views():
-        n = cipher.update_into(view, out)
-        write_all(sink, memoryview(out)[:n])
-        written += n
-        if progress:
-            progress(len(view))
-    tail = cipher.finalize()
-    write_all(sink, tail)
+    with writer(sink, out_size) as out:
+        for view in src.views():
+            buf = out.buffer()
+            n = cipher.update_into(view, buf)
+            out.submit(memoryview(buf)[:n], buf)
+            written += n
+            if progress:
+                progress(len(view))
+        tail = cipher.finalize()
+        out.submit(tail)
     return written + len(tail)
 
 
@@ -110,7 +117,7 @@ def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
         _check_binding(header, image_id)
         dek = _keyslots.open_dek(header, raw, lookup)
         cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
-        plain = _pump(src, cipher, bytearray(decrypt_buffer_size(read_size)), sink, progress)
+        plain = _pump(src, cipher, decrypt_buffer_size(read_size), sink, progress)
     return Summary(header, len(raw), plain, src.consumed - len(raw))
 
 
