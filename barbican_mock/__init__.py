@@ -5,7 +5,7 @@ Eras: see :mod:`barbican_mock.eras`; faults: :class:`Faults`.
 """
 
 from .eras import ERAS
-from .faults import Faults
+from .faults import Faults, Trigger
 from .server import MockBarbican
 
-__all__ = ["ERAS", "Faults", "MockBarbican"]
+__all__ = ["ERAS", "Faults", "MockBarbican", "Trigger"]

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from . import v1
 from .app import Context, Request, handle
 from .eras import get_era
-from .faults import Faults, Verdict, decide
+from .faults import Faults, Verdict, decide, delay, fire_triggers
 from .responses import ApiError, Response
 from .secrets import snapshot_all
 from .state import Store
@@ -60,11 +60,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         mock = self.server.mock
+        mock._begin()
+        try:
+            self._serve_one(mock)
+        finally:
+            mock._end()
+
+    def _serve_one(self, mock: MockBarbican) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
+        fire_triggers(mock.faults, self.command, self.path)
         verdict = decide(mock.faults, mock._next_number())
-        if mock.faults.latency > 0:
-            time.sleep(mock.faults.latency)
+        latency = delay(mock.faults)
+        if latency > 0:
+            time.sleep(latency)
         if verdict is Verdict.DROP:
             mock._log(self.command, self.path, 0)
             self.close_connection = True
@@ -75,6 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             resp = mock._answer(self._request(body))
         mock._log(self.command, self.path, resp.status)
+        if verdict is Verdict.LOSE:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._send(resp)
 
     def _request(self, body: bytes) -> Request:
@@ -123,6 +136,8 @@ class MockBarbican:
         self.url = ""
         self._store = Store()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._inflight = 0
         self._count = 0
         self._log_entries: list[tuple[str, str, int]] = []
         self._server: _Server | None = None
@@ -182,9 +197,32 @@ class MockBarbican:
         return {**self._store.counts(), "requests": requests}
 
     def requests_log(self) -> list[tuple[str, str, int]]:
-        """(method, path with query, status) of every request; status 0 when dropped."""
+        """(method, path with query, status) of every request; status 0 when dropped.
+
+        A request served but whose response was lost (``lose_next``) has the status the
+        server meant to send.
+        """
         with self._lock:
             return list(self._log_entries)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being served; TimeoutError if one still is.
+
+        A request still sleeping its ``latency`` after the client gave up may yet change the
+        state: count what is left only after this.
+        """
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._inflight == 0, timeout):
+                raise TimeoutError(f"{self._inflight} request(s) still in flight")
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._inflight += 1
+
+    def _end(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            self._idle.notify_all()
 
     def _context(self) -> Context:
         return Context(self.era, self._store, self.faults.consumers_fail)

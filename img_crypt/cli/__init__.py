@@ -1,15 +1,19 @@
 """The ``img-crypt`` command line: ``main(argv) -> int``, testable in process.
 
 Exit codes: 0 success; 1 failure, with one line ``img-crypt: error: ...`` on stderr and no
-traceback; 2 usage errors.
+traceback; 2 usage errors. ``--debug`` (before the command) logs at DEBUG level to stderr for
+the run, the libraries' HTTP traces included, and the failure's traceback; key material is
+never logged (requests and responses carrying keys are sent with keystoneauth's ``log=False``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from img_crypt import __version__
 from img_crypt.errors import ImgCryptError, UsageError
@@ -31,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                                      "images: streaming Cobblestone-256 payloads under keys "
                                      "from a key manager. '-' is stdin/stdout.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="log every step at DEBUG level on stderr, HTTP requests to the key "
+                             "manager included, and show the traceback of a failure (key "
+                             "material is never logged)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("encrypt", parents=[common, out], help="encrypt an image")
@@ -108,10 +116,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2)
         return int(e.code or 0)
+    with _debug_logging(args.debug):
+        try:
+            return int(args.func(args))
+        except (ImgCryptError, OSError, KeyboardInterrupt) as e:
+            if args.debug:
+                logging.getLogger("img_crypt.cli").debug("%s failed", args.command, exc_info=e)
+            return _fail(e)
+
+
+@contextlib.contextmanager
+def _debug_logging(enabled: bool) -> Iterator[None]:
+    """With ``--debug``: every logger's DEBUG records go to stderr while the command runs."""
+    if not enabled:
+        yield
+        return
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
     try:
-        return int(args.func(args))
-    except (ImgCryptError, OSError, KeyboardInterrupt) as e:
-        return _fail(e)
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _fail(error: BaseException) -> int:
@@ -133,4 +163,8 @@ def _fail(error: BaseException) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    # Library log records (retry warnings, python-barbicanclient's "4xx Client error" lines)
+    # are for --debug: without a handler, logging's last resort would print them raw on
+    # stderr around the one error line.
+    logging.getLogger().addHandler(logging.NullHandler())
     sys.exit(main())

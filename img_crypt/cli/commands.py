@@ -14,7 +14,7 @@ from img_crypt import envelope
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
-from img_crypt.errors import ImgCryptError, UsageError
+from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UnavailableError, UsageError
 from img_crypt.keys.base import Consumer, KeyManager
 
 if TYPE_CHECKING:
@@ -79,7 +79,11 @@ def encrypt(args: argparse.Namespace) -> int:
     try:
         keks = [envelope.Kek(km.kind, key_id, km.get_key(key_id)) for key_id in ids]
         for key_id, consumer in ((k, c) for k in ids for c in image):
-            km.add_consumer(key_id, consumer)
+            try:
+                km.add_consumer(key_id, consumer)
+            except UnavailableError:  # timed out, dropped, 5xx: it may have been registered
+                registered.append((key_id, consumer))
+                raise
             registered.append((key_id, consumer))
         with open_input(args.input) as (src, total), open_output(args.output,
                                                                  force=args.force) as dst, \
@@ -98,17 +102,23 @@ def encrypt(args: argparse.Namespace) -> int:
 
 def _undo(km: KeyManager, registered: list[tuple[str, Consumer]], created: str | None) -> None:
     """Best-effort rollback of an encrypt; what cannot be undone is reported, not hidden."""
-    def attempt(what: str, step: Callable[[], None]) -> None:
+    def attempt(what: str, step: Callable[[], None]) -> bool:
         try:
             step()
+        except ConsumerNotFoundError:
+            pass  # a registration that had not landed after all: nothing to undo
         except ImgCryptError as e:
             print(f"img-crypt: warning: could not {what}: {e}", file=sys.stderr)
+            return False
+        return True
 
+    # The new key first: a forced delete takes its consumers with it.
+    deleted = bool(created) and attempt(f"delete the new key {created}",
+                                        partial(km.delete_key, str(created), force=True))
     for key_id, consumer in registered:
-        attempt(f"remove the consumer from key {key_id}",
-                partial(km.remove_consumer, key_id, consumer))
-    if created:
-        attempt(f"delete the new key {created}", partial(km.delete_key, created, force=True))
+        if not (deleted and key_id == created):
+            attempt(f"remove the consumer from key {key_id}",
+                    partial(km.remove_consumer, key_id, consumer))
 
 
 def decrypt(args: argparse.Namespace) -> int:

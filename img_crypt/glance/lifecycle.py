@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from img_crypt.errors import ConsumerNotFoundError, KeyHasConsumersError, KeyNotFoundError
+from img_crypt.errors import (
+    ConsumerNotFoundError,
+    ImgCryptError,
+    KeyHasConsumersError,
+    KeyNotFoundError,
+    UnavailableError,
+)
 from img_crypt.glance import properties as props
 from img_crypt.keys.base import Consumer, KeyManager
 
@@ -62,8 +68,51 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
         return Outcome(image_id, key_id, False, False, "the key was already deleted")
     if props.deletion_policy(properties) != props.ON_IMAGE_DELETION:
         return Outcome(image_id, key_id, True, False, "kept: policy do_not_delete")
-    note = _delete_key(manager, key_id, image_id)
+    try:
+        note = _unsafe_to_delete(manager, key_id, image_id) or _delete_key(manager, key_id,
+                                                                           image_id)
+    except UnavailableError:
+        _restore(manager, key_id, consumer)
+        raise
     return Outcome(image_id, key_id, True, not note, note)
+
+
+def _restore(manager: KeyManager, key_id: str, consumer: Consumer) -> None:
+    """Put back the consumer this call removed, before it fails so that it is retried.
+
+    The removal was the proof that the image used the key; without it the retry would keep
+    the key forever (or until ``img-crypt reconcile``).
+    """
+    try:
+        manager.add_consumer(key_id, consumer)
+    except ImgCryptError as e:
+        LOG.warning("image %s: could not put its consumer back on key %s (%s); a retry will "
+                    "not delete the key (img-crypt reconcile deletes a per-image key)",
+                    consumer.resource_id, key_id, e)
+
+
+def _unsafe_to_delete(manager: KeyManager, key_id: str, image_id: str) -> str:
+    """Why the key must be kept although its policy says delete; "" when it may go.
+
+    Where the key manager cannot refuse a delete atomically (Barbican below microversion
+    1.2 deletes a secret *with* its consumers), "no consumers left, delete" is two steps,
+    and an import registering on the key between them would store an image whose key is
+    gone. Only a per-image key (named ``img-crypt-image-...``, made by the plugin for one
+    image) has no such concurrent registrant; any other key (the shared ``kek_id``, a
+    client's key) is kept there, for an operator to delete once nothing uses it.
+    """
+    if manager.delete_is_atomic:
+        return ""
+    try:
+        name = manager.key_info(key_id).name or ""
+    except KeyNotFoundError:
+        return "the key was already deleted"
+    if name.startswith(props.PER_IMAGE_KEY_PREFIX):
+        return ""
+    LOG.warning("key %s of deleted image %s kept: it may be shared, and this key manager "
+                "cannot delete it without racing concurrent imports (Barbican below "
+                "microversion 1.2); delete it by hand once no image uses it", key_id, image_id)
+    return "kept: a shared key cannot be deleted safely below Barbican microversion 1.2"
 
 
 def _delete_key(manager: KeyManager, key_id: str, image_id: str) -> str:

@@ -21,7 +21,7 @@ from taskflow import task
 from taskflow.patterns import linear_flow
 
 from img_crypt.envelope import Kek
-from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UsageError
+from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UnavailableError, UsageError
 from img_crypt.glance import properties as props
 from img_crypt.glance import staged
 from img_crypt.glance.keys import for_request
@@ -131,7 +131,11 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
         consumer = Consumer(service=group.consumer_service, resource_type="image",
                             resource_id=self.image_id)
-        manager.add_consumer(key_id, consumer)
+        try:
+            manager.add_consumer(key_id, consumer)
+        except UnavailableError:  # timed out, dropped, 5xx: it may have been registered
+            done.consumer = (key_id, consumer)
+            raise
         done.consumer = (key_id, consumer)
         done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))
         new = props.encrypted_properties(

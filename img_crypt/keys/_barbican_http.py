@@ -33,9 +33,6 @@ LOG = logging.getLogger("img_crypt.barbican")
 T = TypeVar("T")
 _CONNECTION_ERRORS = (ks_exc.ConnectionError, requests.ConnectionError, requests.Timeout)
 _HEADER = "OpenStack-API-Version"
-_SILENT = logging.getLogger("img_crypt.barbican.secret-requests")
-_SILENT.setLevel(logging.CRITICAL + 1)
-_SILENT.propagate = False
 
 
 @dataclass(frozen=True)
@@ -155,14 +152,29 @@ class Http:
         """One direct call to ``/v1/<path>``; JSON body back, or HttpStatusError.
 
         ``secret_body``: the request carries key material, so keystoneauth must not log it
-        (it logs request bodies at DEBUG).
+        (it logs request bodies at DEBUG): the call is made with ``log=False``. A logger
+        silenced by its level would not do: ``logging.config`` (oslo.log's
+        ``log_config_append``) resets the level of every child of a logger it configures.
         """
         resp = self.session.request(f"{self.root}/v1/{path}", method, json=json,
                                     params=params, headers=self.headers(era), raise_exc=False,
-                                    logger=_SILENT if secret_body else None)
+                                    log=not secret_body)
         if resp.status_code not in ok:
             raise HttpStatusError(resp.status_code, _description(resp))
         return resp.json() if resp.content else None
+
+    def payload(self, ref: str, era: Era) -> bytes:
+        """The bytes of secret ``ref`` as ``application/octet-stream``, never logged.
+
+        keystoneauth logs response bodies at DEBUG when the server labels them JSON or text;
+        with ``log=False`` no label a server or proxy puts on the key makes it log it.
+        """
+        headers = self.headers(era) | {"Accept": "application/octet-stream"}
+        resp = self.session.request(f"{self.root}/v1/secrets/{ref}/payload", "GET",
+                                    headers=headers, raise_exc=False, log=False)
+        if resp.status_code != 200:
+            raise HttpStatusError(resp.status_code, _description(resp))
+        return bytes(resp.content)
 
     def era(self) -> Era:
         """The endpoint's era, discovered once per endpoint (FORMAT of the version document)."""

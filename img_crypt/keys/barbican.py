@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, ClassVar, Literal
 
 from barbicanclient import client as bc_client
+from barbicanclient import exceptions as bc_exc
 from keystoneauth1.session import Session
 
 from img_crypt.errors import (
@@ -37,6 +38,7 @@ from img_crypt.keys.base import KEK_BYTES, Consumer, KeyInfo, KeyManager
 LOG = logging.getLogger("img_crypt.barbican")
 ConsumerPolicy = Literal["required", "best_effort"]
 _PAGE = 100
+_BINARY = "application/octet-stream"
 
 
 class BarbicanKeyManager(KeyManager):
@@ -142,12 +144,45 @@ class BarbicanKeyManager(KeyManager):
             LOG.warning("could not check for a half-created key %s: %s", label, e)
 
     def get_key(self, key_id: str) -> bytes:
-        """Fetch the KEK's 32 bytes."""
+        """Fetch the KEK's 32 bytes.
+
+        The metadata comes through python-barbicanclient; the payload of a binary secret only
+        through :meth:`Http.payload` (never logged). Any other secret (a text passphrase, say)
+        is refused without fetching it: the client would fetch it with its own content type,
+        and keystoneauth logs text bodies at DEBUG.
+        """
         ref = self._ref(key_id)
-        payload = self.http.call(f"fetch key {ref}", lambda: self.client.secrets.get(ref).payload)
-        if not isinstance(payload, bytes) or len(payload) != KEK_BYTES:
+        era = self.era
+
+        def fetch() -> bytes | None:
+            if self.client.secrets.get(ref).payload_content_type != _BINARY:
+                return None
+            return self.http.payload(ref, era)
+
+        payload = self.http.call(f"fetch key {ref}", fetch)
+        if payload is None or len(payload) != KEK_BYTES:
             raise KeyManagerError(f"Barbican secret {ref} is not a 256-bit key")
         return payload
+
+    @property
+    def delete_is_atomic(self) -> bool:
+        """Only Barbican itself can refuse atomically, from microversion 1.2 on.
+
+        Below 1.2 :meth:`delete_key` lists the consumers, then deletes: a consumer
+        registered between the two goes with the key.
+        """
+        return self.era.protects_consumers
+
+    def key_info(self, key_id: str) -> KeyInfo:
+        """The secret's metadata (one GET), never its payload."""
+        ref = self._ref(key_id)
+
+        def fetch() -> KeyInfo:
+            secret = self.client.secrets.get(ref)
+            return KeyInfo(key_id=ref, name=secret.name, created=secret.created,
+                           consumers=len(getattr(secret, "consumers", None) or []))
+
+        return self.http.call(f"fetch key {ref}", fetch)
 
     def delete_key(self, key_id: str, *, force: bool = False) -> None:
         """Delete a KEK; without ``force`` refuse while consumers remain, on every era."""
@@ -160,7 +195,20 @@ class BarbicanKeyManager(KeyManager):
             if remaining:
                 raise KeyHasConsumersError(f"key {ref} has {len(remaining)} consumer(s), "
                                            f"e.g. {_show(remaining[0])}; not deleted")
-        self.http.call(f"delete key {ref}", lambda: self.client.secrets.delete(ref, force=force))
+        tried = False
+
+        def delete() -> None:
+            nonlocal tried
+            try:
+                self.client.secrets.delete(ref, force=force)
+            except bc_exc.HTTPClientError as e:
+                if not (tried and e.status_code == 404):
+                    raise
+                # 404 on a retry: the attempt whose answer was lost deleted it
+            finally:
+                tried = True
+
+        self.http.call(f"delete key {ref}", delete)
 
     def list_keys(self) -> list[KeyInfo]:
         """List the project's secrets (every page)."""

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from img_crypt.errors import KeyNotFoundError
+
 KEK_BYTES = 32
 """Every KEK is a 256-bit AES key."""
 
@@ -62,6 +64,23 @@ class KeyManager(abc.ABC):
 
     kind: ClassVar[str]
     """Short name written into key slots (``local``, ``barbican``)."""
+
+    @property
+    def delete_is_atomic(self) -> bool:
+        """True when ``delete_key(force=False)`` cannot lose a concurrent ``add_consumer``.
+
+        That is, the store itself refuses the delete while consumers exist, in one step.
+        False (the safe default) means the check and the delete are two steps another
+        client's registration can come between: the key then goes with a consumer on it.
+        """
+        return False
+
+    def key_info(self, key_id: str) -> KeyInfo:
+        """What the manager knows about one key (never its bytes); KeyNotFoundError if none."""
+        for info in self.list_keys():
+            if info.key_id == key_id:
+                return info
+        raise KeyNotFoundError(f"key {key_id} not found")
 
     @abc.abstractmethod
     def create_key(self, name: str | None = None) -> str:

@@ -47,16 +47,20 @@ _KEY_SUFFIX, _CONSUMERS_SUFFIX = ".key.json", ".consumers.json"
 _MAX_RECORD = 1 << 20
 
 
+_NOT_JSON = object()
+
+
 class _Corrupt(ValueError):
     """A record that does not have the expected fields; the text names fields, never values."""
 
 
 def _fields(raw: bytes, expected: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
     """Decode a JSON object whose keys and value types are exactly ``expected``."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _Corrupt("not valid JSON") from None
+    data: Any = _NOT_JSON
+    with contextlib.suppress(ValueError, RecursionError):  # not ``raise from`` in a handler:
+        data = json.loads(raw)  # the decoder's error (``doc``) holds the record, key and all
+    if data is _NOT_JSON:
+        raise _Corrupt("not valid JSON")
     if not isinstance(data, dict):
         raise _Corrupt("not a JSON object")
     bad = sorted(set(data) ^ set(expected))
@@ -296,6 +300,11 @@ class LocalKeyStore(KeyManager):
     def _save_consumers(self, key_id: str, consumers: list[Consumer]) -> None:
         record = ConsumerRecord(key_id=key_id, consumers=consumers)
         _write_atomic(self._key_path(key_id, _CONSUMERS_SUFFIX), record.to_json())
+
+    @property
+    def delete_is_atomic(self) -> bool:
+        """True: the consumer check and the unlink happen under the store lock."""
+        return True
 
     def create_key(self, name: str | None = None) -> str:
         """Create a new random 256-bit KEK and return its id (a UUID4 string)."""
