@@ -23,7 +23,7 @@ from img_crypt.errors import (
     KeyHasConsumersError,
     KeyNotFoundError,
 )
-from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX
+from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX, image_of_key
 from img_crypt.keys.base import Consumer, KeyInfo, KeyManager
 
 if TYPE_CHECKING:
@@ -152,17 +152,6 @@ def _reconcile_key(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, 
         _delete(manager, key_id, dry_run, report)
 
 
-def _image_of(name: str | None) -> str | None:
-    """The image id in a per-image key's name (``img-crypt-image-<uuid>-<suffix>``)."""
-    if not (name or "").startswith(PER_IMAGE_KEY_PREFIX):
-        return None
-    candidate = (name or "")[len(PER_IMAGE_KEY_PREFIX):][:36]
-    try:
-        return str(uuid.UUID(candidate))
-    except ValueError:
-        return None
-
-
 def _reconcile_orphan(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, *,
                       dry_run: bool, report: Report) -> None:
     """A per-image key without consumers: delete it once the image it names is gone.
@@ -170,7 +159,7 @@ def _reconcile_orphan(manager: KeyManager, info: KeyInfo, state: ImageStateLooku
     That is what a delete hook that removed the consumer but failed to delete the key, or an
     import killed between creating the key and registering the image, leaves behind.
     """
-    image_id = _image_of(info.name)
+    image_id = image_of_key(info.name)
     if image_id is None:
         return
     verdict = state(image_id)

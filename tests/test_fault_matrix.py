@@ -34,9 +34,10 @@ consumer calls over the REST fallback):
 
 210 matrix cells, plus 2 cells through a real ``img-crypt`` process (what reaches stderr when
 no test harness captures logging) and 2 through a real Glance 33 (latency past the timeout and
-dropped connections during an import): 214 cases. 5 of them are strict xfails (HOOK_GAPS): a
-delete hook whose consumer removal took effect without it knowing, or that could not put the
-consumer back, keeps the per-image key on redelivery; img-crypt reconcile deletes it.
+dropped connections during an import): 214 cases. Where the delete hook's consumer removal
+took effect without it knowing (a lost answer, a removal the server finished after the client
+timed out) or the consumer could not be put back, the redelivery still deletes the per-image
+key: its name ``img-crypt-image-<image id>`` proves it was made for that image alone.
 """
 
 from __future__ import annotations
@@ -699,24 +700,10 @@ HOOK_PER_IMAGE: dict[str, Any] = {
 }
 """What the first delivery answers; a requeued one is redelivered after the fault cleared."""
 
-HOOK_GAPS = {
-    "key-delete-step/down": "Barbican failed for good after the consumer removal: the "
-                            "consumer could not be put back either",
-    "unregister/lost": "the removal's answer was lost and its retry found no consumer",
-    "slow-persistent": "every removal timed out, and the server removed it afterwards",
-}
-"""Cells where the consumer is gone but the key stays: the redelivery finds no consumer, and
-only the key's name (``img-crypt-image-<image id>``) could still prove that the image used
-it; the hook does not trust names (tests/test_glance_lifecycle.py
-``test_a_repeated_notification_never_deletes_the_key``), img-crypt reconcile does."""
-
 
 @pytest.mark.parametrize("fault", list(HOOK_PER_IMAGE))
 def test_delete_hook_with_a_per_image_key(mock: MockBarbican, fault: str,
-                                          endpoint: listener.DeleteEndpoint,
-                                          request: pytest.FixtureRequest) -> None:
-    if fault in HOOK_GAPS and (fault, mock.era.name) != ("slow-persistent", "2026.2"):
-        request.node.add_marker(pytest.mark.xfail(reason=HOOK_GAPS[fault], strict=True))
+                                          endpoint: listener.DeleteEndpoint) -> None:
     image_id = str(uuid.uuid4())
     km = manager(mock)
     key_id = km.create_key(f"{props.PER_IMAGE_KEY_PREFIX}{image_id}")

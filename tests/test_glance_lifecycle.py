@@ -181,12 +181,28 @@ def test_a_repeated_notification_is_harmless(backend: Backend) -> None:
     assert backend.key_exists(key_id)
 
 
-def test_a_repeated_notification_never_deletes_the_key(backend: Backend) -> None:
+def test_a_repeated_notification_deletes_the_images_own_per_image_key(backend: Backend) -> None:
+    """The first delivery removed the consumer but its answer (or its key delete) was lost."""
     image = encrypted_image(backend.manager)
     key_id = image["properties"][props.KEY_ID]
     backend.manager.remove_consumer(key_id, consumer(image["id"]))  # the first delivery
     outcome = delete(backend, image)
+    assert outcome is not None and outcome.key_deleted and not outcome.consumer_removed
+    assert not backend.key_exists(key_id)
+
+
+@pytest.mark.parametrize("name", ["shared", f"{props.PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}",
+                                  "img-crypt-kept-{image}", "{image}"])
+def test_a_repeated_notification_never_deletes_a_key_not_made_for_this_image(
+        backend: Backend, name: str) -> None:
+    """A shared key, another image's key, a key made to be kept: only a consumer proves use."""
+    image_id = str(uuid.uuid4())
+    key_id = backend.manager.create_key(name.format(image=image_id))
+    image = encrypted_image(backend.manager, key_id=key_id, register=False)
+    image["id"] = image_id
+    outcome = delete(backend, image)
     assert outcome is not None and not outcome.key_deleted
+    assert "not a consumer" in outcome.note
     assert backend.key_exists(key_id)
 
 

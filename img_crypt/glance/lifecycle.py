@@ -42,8 +42,9 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
                     *, service: str) -> Outcome | None:
     """Unregister a deleted image from its key, then delete the key if its policy says so.
 
-    The key is deleted only after this call removed the image's consumer record: image
-    properties are user-writable, so naming someone else's key must not delete it.
+    The key is deleted only after this call removed the image's consumer record, or when the
+    key is the one the plugin made for this very image (its name says so) and no consumer is
+    left: image properties are user-writable, so naming someone else's key must not delete it.
 
     ``image`` is the ``image.delete`` payload (``id``, ``owner``, ``properties``);
     ``manager_for(owner)`` gives a key manager acting for the image's project. Images without
@@ -60,9 +61,13 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
     try:
         manager.remove_consumer(key_id, consumer)
     except ConsumerNotFoundError:
-        # A repeated notification, or an image never registered: nothing proves this image
-        # used the key, so its properties alone never delete it (reconcile finds per-image
-        # keys left behind).
+        # A repeated notification, or an image never registered: the properties alone never
+        # delete a key. Only the key's own name can still prove it was this image's: a
+        # redelivery after a removal whose answer was lost, or whose key delete failed.
+        if (props.deletion_policy(properties) == props.ON_IMAGE_DELETION
+                and _made_for(manager, key_id, image_id)):
+            note = _delete_key(manager, key_id, image_id)
+            return Outcome(image_id, key_id, False, not note, note)
         return Outcome(image_id, key_id, False, False, "kept: the image was not a consumer")
     except KeyNotFoundError:
         return Outcome(image_id, key_id, False, False, "the key was already deleted")
@@ -75,6 +80,20 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
         _restore(manager, key_id, consumer)
         raise
     return Outcome(image_id, key_id, True, not note, note)
+
+
+def _made_for(manager: KeyManager, key_id: str, image_id: str) -> bool:
+    """True when ``key_id`` is the per-image key the plugin made for this image to go with it.
+
+    Its name (``img-crypt-image-<image id>``, see :func:`props.image_of_key`) is set when the
+    key is created, from the image id and the policy; another image's properties can name the
+    key but not rename it.
+    """
+    try:
+        name = manager.key_info(key_id).name
+    except KeyNotFoundError:
+        return False
+    return props.image_of_key(name) == image_id
 
 
 def _restore(manager: KeyManager, key_id: str, consumer: Consumer) -> None:

@@ -6,6 +6,7 @@ of them. Names follow the upstream "standardized image encryption" specs (see th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Literal
 
@@ -30,6 +31,21 @@ DO_NOT_DELETE: Policy = "do_not_delete"
 
 PER_IMAGE_KEY_PREFIX = "img-crypt-image-"
 """Names of KEKs the plugin made for one image and may delete with it (reconcile reads it)."""
+
+
+def image_of_key(name: str | None) -> str | None:
+    """The image id in a per-image key's name; None for any other name.
+
+    The name is ``img-crypt-image-<uuid>``, plus the ``-<hex>`` suffix the Barbican adapter
+    adds to find a half-created key.
+    """
+    if not (name or "").startswith(PER_IMAGE_KEY_PREFIX):
+        return None
+    candidate = (name or "")[len(PER_IMAGE_KEY_PREFIX):][:36]
+    try:
+        return str(uuid.UUID(candidate))
+    except ValueError:
+        return None
 
 
 def is_encrypted(properties: Mapping[str, object]) -> bool:
