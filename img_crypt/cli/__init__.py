@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from img_crypt import __version__
+from img_crypt.cli.text import printable
 from img_crypt.errors import ImgCryptError, UsageError
 
 PROG = "img-crypt"
@@ -157,7 +158,7 @@ def _fail(error: BaseException) -> int:
         message = "the output was closed early"
     elif isinstance(error, OSError):
         message = error.strerror or message
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
     return code
 
 

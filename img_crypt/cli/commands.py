@@ -14,6 +14,7 @@ from img_crypt import envelope
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
+from img_crypt.cli.text import printable
 from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UnavailableError, UsageError
 from img_crypt.keys.base import Consumer, KeyManager
 
@@ -168,7 +169,7 @@ def inspect(args: argparse.Namespace) -> int:
     print(f"image id:   {info['image_id'] or 'none (unbound)'}")
     print(f"key slots:  {len(info['key_slots'])}")
     for slot in info["key_slots"]:
-        print(f"  {slot['kind']:<9} {slot['key_id']}")
+        print(f"  {slot['kind']:<9} {printable(slot['key_id'])}")
     print(f"header:     {info['header_size']} bytes")
     print(f"payload:    {info['payload_size']} bytes")
     print("plaintext:  " + (f"{plain} bytes" if plain is not None else
