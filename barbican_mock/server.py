@@ -32,6 +32,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def serve_in_background(server: ThreadingHTTPServer, name: str) -> threading.Thread:
+    """Serve ``server`` from a daemon thread, polling every 50 ms so that a stop is quick."""
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True,
+                              kwargs={"poll_interval": 0.05})
+    thread.start()
+    return thread
+
+
+def stop_background(server: ThreadingHTTPServer | None,
+                    thread: threading.Thread | None) -> None:
+    """Shut ``server`` down, close its socket and join its thread (either may be None)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if thread is not None:
+        thread.join(timeout=5)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -154,20 +172,14 @@ class MockBarbican:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{shown}:{self.port}"
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="barbican-mock",
-                                        daemon=True, kwargs={"poll_interval": 0.05})
-        self._thread.start()
+        self._thread = serve_in_background(server, "barbican-mock")
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        stop_background(server, thread)
 
     def __enter__(self) -> MockBarbican:
         return self.start()

@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from barbican_mock.server import serve_in_background, stop_background
+
 _SECRET = re.compile(r"^/v1/secrets/(?P<id>[0-9a-f-]{36})(?P<rest>/consumers)?/?$")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-connection", "content-length"}
@@ -134,19 +136,14 @@ class CountingProxy:
         server.proxy = self
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, name="counting-proxy",
-                                        daemon=True, kwargs={"poll_interval": 0.05})
-        self._thread.start()
+        self._thread = serve_in_background(server, "counting-proxy")
         return self
 
     def stop(self) -> None:
         """Stop listening."""
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        thread, self._thread = self._thread, None
+        stop_background(server, thread)
 
     def __enter__(self) -> CountingProxy:
         return self.start()
