@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar, Self
 
+REPO = Path(__file__).resolve().parents[2]
+SERVERS_DIR = REPO / ".servers"
+"""Where the real servers' virtual environments are installed (ignored by git)."""
 POLL_INTERVAL = 0.1
 STOP_GRACE = 10.0
 

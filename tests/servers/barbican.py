@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tests.servers._process import (
+    SERVERS_DIR,
     GunicornServer,
     base_python,
     clean_env,
@@ -26,8 +27,6 @@ from tests.servers._process import (
 BARBICAN_VERSION = "23.0.0"
 REQUIREMENTS = (f"barbican=={BARBICAN_VERSION}", "gunicorn")
 
-REPO = Path(__file__).resolve().parents[2]
-SERVERS_DIR = REPO / ".servers"
 VENV_DIR = SERVERS_DIR / f"barbican-{BARBICAN_VERSION}"
 LOCK_FILE = SERVERS_DIR / "barbican.lock"
 STAMP_NAME = ".img-crypt-install-complete"

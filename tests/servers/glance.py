@@ -32,6 +32,8 @@ from typing import Any
 import requests
 
 from tests.servers._process import (
+    REPO,
+    SERVERS_DIR,
     GunicornServer,
     base_python,
     clean_env,
@@ -41,9 +43,7 @@ from tests.servers._process import (
 GLANCE_VERSION = "33.0.0"
 REQUIREMENTS = (f"glance=={GLANCE_VERSION}", "gunicorn")
 
-REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
-SERVERS_DIR = REPO / ".servers"
 VENV_DIR = SERVERS_DIR / f"glance-{GLANCE_VERSION}"
 LOCK_FILE = SERVERS_DIR / "glance.lock"
 STAMP_NAME = ".img-crypt-install-complete"
