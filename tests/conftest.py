@@ -12,6 +12,7 @@ from typing import BinaryIO
 import pytest
 
 from img_crypt.envelope import Kek, KekLookup
+from tests.support.sinks import RecordingSink, ShortWriteSink
 
 # --- stream fixtures (test_roundtrip, test_range, test_wycheproof) ----------------------------
 # kek, lookup, recording_sink, short_write_sink, pipe_feeder
@@ -27,35 +28,6 @@ def kek() -> Kek:
 def lookup(kek: Kek) -> KekLookup:
     """Resolves exactly ``kek`` and nothing else."""
     return lambda kind, kid: kek.key if (kind, kid) == (kek.kind, kek.key_id) else None
-
-
-class RecordingSink:
-    """A sink that keeps a copy of every write (the engine may reuse its buffers)."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        copy = bytes(data)
-        self.writes.append(copy)
-        return len(copy)
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
-
-
-class ShortWriteSink(RecordingSink):
-    """A sink whose ``write`` takes at most ``limit`` bytes per call, like a raw pipe."""
-
-    def __init__(self, limit: int = 1000) -> None:
-        super().__init__()
-        self.limit = limit
-        self.calls = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.calls += 1
-        return super().write(memoryview(data)[: self.limit])
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from barbican_mock import MockBarbican
 from img_crypt.errors import UnavailableError
 from img_crypt.keys.connect import connect
-from tests.cli_run import Run, cli
+from tests.support.cli import Run, cli
 
 
 @dataclass

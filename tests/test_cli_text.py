@@ -17,7 +17,7 @@ import pytest
 from img_crypt import envelope
 from img_crypt.cli.text import printable
 from img_crypt.envelope import Kek
-from tests.cli_run import cli
+from tests.support.cli import cli
 
 HOSTILE_IDS = ["a\u2028b", "x\u2029y", "evil\u202egpj.exe", "\u200bzero-width"]
 """Valid key ids (no C0/C1 control) that a terminal or ``splitlines`` would act on."""

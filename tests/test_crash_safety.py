@@ -52,7 +52,7 @@ from pathlib import Path
 from img_crypt import envelope
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.local import LocalKeyStore
-from tests.cli_run import cli
+from tests.support.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "5c1b7a52-0f8e-4d0a-9a57-3c1f2d4e6b80"

@@ -71,10 +71,10 @@ from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
-from tests.cli_run import cli
 from tests.servers.counting_proxy import CountingProxy, Exchange
 from tests.servers.glance import GlanceClient, ImportResult, RealGlance
-from tests.test_e2e_glance import CONTAINER_FORMATS, glance_conf, plaintext
+from tests.support.cli import cli
+from tests.support.e2e_glance import CONTAINER_FORMATS, glance_conf, plaintext
 
 PROJECT = "p-concurrency"
 N = 8

@@ -8,8 +8,6 @@ plugin fails to load. Servers that cannot start fail these tests.
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,25 +20,16 @@ from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.connect import connect
 from tests.servers.glance import GlanceClient, RealGlance, serve_file
-
-PROJECT = "p-e2e"
-MiB = 1 << 20
-CONTAINER_FORMATS = ["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed",
-                     "encrypted"]
-
-
-def glance_conf(barbican_url: str, **image_encryption: str) -> str:
-    """The configuration an operator adds to glance-api.conf (README, "Glance")."""
-    options = {"key_manager_auth": "noauth", **image_encryption}
-    lines = "\n".join(f"{k} = {v}" for k, v in options.items())
-    return (f"[key_manager]\nbackend = barbican\n\n[barbican]\nbarbican_endpoint = {barbican_url}"
-            f"\n\n[image_encryption]\n{lines}\n")
-
-
-def start_glance(barbican_url: str, **image_encryption: str) -> RealGlance:
-    return RealGlance(plugins=["image_encryption"], notification_drivers=["img_crypt", "log"],
-                      container_formats=CONTAINER_FORMATS,
-                      extra_conf=glance_conf(barbican_url, **image_encryption)).start()
+from tests.support.e2e_glance import (
+    PROJECT,
+    MiB,
+    decrypt_cli,
+    import_image,
+    inspect_json,
+    plaintext,
+    staging_files,
+    start_glance,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,39 +50,6 @@ def glance(real_barbican: Any) -> Iterator[RealGlance]:
 def client(glance: RealGlance) -> Iterator[GlanceClient]:
     with GlanceClient(glance.url, PROJECT) as c:
         yield c
-
-
-def plaintext(size: int) -> bytes:
-    """Image-like data: a recognisable text block then random bytes."""
-    marker = b"IMG-CRYPT-E2E-PLAINTEXT " * 2048
-    return (marker + os.urandom(max(0, size - len(marker))))[:size]
-
-
-def import_image(client: GlanceClient, data_path: Path, *, method: str = "glance-direct",
-                 uri: str | None = None, **fields: Any) -> tuple[str, Any]:
-    image = client.create_image(name="e2e", disk_format=fields.pop("disk_format", "raw"),
-                                container_format=fields.pop("container_format", "bare"),
-                                **fields)
-    if method == "glance-direct":
-        client.stage(image["id"], data_path)
-    client.import_image(image["id"], method=method, uri=uri)
-    return image["id"], client.wait_import(image["id"])
-
-
-def decrypt_cli(src: Path, dest: Path, barbican_url: str, image_id: str) -> int:
-    return main(["decrypt", str(src), str(dest), "--key-manager", "barbican",
-                 "--barbican-url", barbican_url, "--project-id", PROJECT,
-                 "--image-id", image_id])
-
-
-def inspect_json(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    capsys.readouterr()
-    assert main(["inspect", str(path), "--json"]) == 0
-    return dict(json.loads(capsys.readouterr().out))
-
-
-def staging_files(glance: RealGlance) -> list[str]:
-    return sorted(p.name for p in glance.staging_dir.iterdir())
 
 
 # --- import -----------------------------------------------------------------------------------

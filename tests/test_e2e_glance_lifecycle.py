@@ -18,7 +18,7 @@ from barbican_mock import Faults, MockBarbican
 from img_crypt.cli import main
 from img_crypt.keys.connect import connect
 from tests.servers.glance import GlanceClient, RealGlance
-from tests.test_e2e_glance import (
+from tests.support.e2e_glance import (
     CONTAINER_FORMATS,
     PROJECT,
     glance_conf,

@@ -70,8 +70,14 @@ from img_crypt.keys import connect as connect_module
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
-from tests.cli_run import Run, cli
-from tests.test_glance_plugin import STORES, FakeActionWrapper, FakeImage, FakeImageRepo, make_conf
+from tests.support.cli import Run, cli
+from tests.support.glance_import import (
+    STORES,
+    FakeActionWrapper,
+    FakeImage,
+    FakeImageRepo,
+    make_conf,
+)
 
 ERAS = ["2026.2", "yoga"]
 PROJECT = "p-faults"
@@ -790,7 +796,7 @@ def glance_mock() -> Iterator[MockBarbican]:
 
 @pytest.fixture(scope="module")
 def glance_on_mock(glance_mock: MockBarbican) -> Iterator[Any]:
-    from tests.test_e2e_glance import start_glance
+    from tests.support.e2e_glance import start_glance
 
     server = start_glance(glance_mock.url, timeout="1")  # the smallest [image_encryption] timeout
     try:
@@ -812,7 +818,7 @@ E2E = {
 def test_e2e_import_fault_leaves_the_image_queued_and_nothing_in_barbican(
         glance_on_mock: Any, glance_mock: MockBarbican, tmp_path: Path, fault: str) -> None:
     from tests.servers.glance import GlanceClient
-    from tests.test_e2e_glance import import_image, plaintext, staging_files
+    from tests.support.e2e_glance import import_image, plaintext, staging_files
 
     data = tmp_path / "disk.raw"
     data.write_bytes(plaintext(1 << 20))

@@ -44,6 +44,7 @@ from img_crypt import envelope
 from img_crypt.errors import AuthenticationError, BindingError, FormatError, KeyNotFoundError
 from img_crypt.format import parse
 from tests.fuzz import fuzz_decrypt as target
+from tests.support.sinks import RecordingSink
 
 CHUNK, CT_CHUNK, PREFIX = 16384, 16400, 56
 FILE = target.seeds()["three-chunks-bound-ab"]
@@ -71,15 +72,6 @@ def first_difference(data: bytes, original: bytes = FILE) -> int:
         else:
             hi = mid
     return lo
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.data += data
-        return len(data)
 
 
 def decrypt_and_check(data: bytes, *, read_size: int, expect_image: bool,

@@ -18,7 +18,6 @@ from typing import Any
 
 import oslo_messaging
 import pytest
-from castellan import key_manager as castellan_key_manager
 from keystoneauth1 import identity
 from keystoneauth1 import noauth as ks_noauth
 from oslo_config import cfg
@@ -34,6 +33,7 @@ from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
+from tests.support.glance_import import glance_conf
 
 PROJECT = "p1"
 SERVICE = "image"
@@ -273,19 +273,6 @@ def test_a_barbican_that_is_down_propagates_unavailable(down_url: str) -> None:
 
 
 # --- configuration helpers --------------------------------------------------------------------
-
-def glance_conf(barbican_url: str | None = None, **overrides: Any) -> cfg.ConfigOpts:
-    """A Glance-like configuration: our options, castellan's, [barbican] barbican_endpoint."""
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([])
-    castellan_key_manager.API(conf)  # registers [key_manager] and [barbican]
-    if barbican_url is not None:
-        conf.set_override("barbican_endpoint", barbican_url, group="barbican")
-    for name, value in overrides.items():
-        conf.set_override(name, value, group=opts.GROUP)
-    return conf
-
 
 # --- the in-Glance notifier driver ------------------------------------------------------------
 

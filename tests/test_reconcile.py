@@ -38,7 +38,7 @@ from img_crypt.reconcile import (
     UnknownImage,
     reconcile,
 )
-from tests.cli_run import cli
+from tests.support.cli import cli
 
 EXISTS, GONE, UNKNOWN = ImageState.EXISTS, ImageState.GONE, ImageState.UNKNOWN
 

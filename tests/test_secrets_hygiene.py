@@ -97,9 +97,8 @@ from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
-from tests.cli_run import Run, cli
-from tests.test_glance_lifecycle import glance_conf
-from tests.test_glance_plugin import Import, make_conf, using
+from tests.support.cli import Run, cli
+from tests.support.glance_import import Import, glance_conf, make_conf, using
 
 PROJECT = "p1"
 REPO = Path(__file__).resolve().parent.parent

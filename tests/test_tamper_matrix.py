@@ -87,7 +87,8 @@ from img_crypt._io import Writable
 from img_crypt.envelope import Kek
 from img_crypt.errors import AuthenticationError, BindingError, FormatError
 from img_crypt.keys.local import KeyRecord
-from tests.cli_run import cli
+from tests.support.cli import cli
+from tests.support.sinks import RecordingSink
 
 CHUNK, TAG, CT_CHUNK, PREFIX, MAC = 16384, 16, 16400, 56, 32
 FULL_CHUNKS, FINAL_PLAIN = 5, 777
@@ -404,17 +405,6 @@ CLI_COUNTS = {"header": 22, "prefix": 4, "chunk": 12, "truncate": 10, "append": 
 def lookup_of(keys: str) -> envelope.KekLookup:
     table = {(k.kind, k.key_id): k.key for k in KEKS[keys]}
     return lambda kind, key_id: table.get((kind, key_id))
-
-
-class RecordingSink:
-    """Keeps a copy of every write (the engine reuses its buffers)."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.data += data
-        return len(data)
 
 
 def _decrypt(case: Case, data: bytes, sink: Writable, read_size: int) -> Exception:
