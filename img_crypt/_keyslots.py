@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from img_crypt.errors import AuthenticationError, KeyNotFoundError, UsageError
+from img_crypt.errors import AuthenticationError, InvalidValueError, KeyNotFoundError, UsageError
 from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, WRAPPED_DEK_SIZE, Header, KeySlot
 
 KekLookup = Callable[[str, str], "bytes | None"]
@@ -60,7 +60,7 @@ def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
         blanks = [KeySlot(kind=k.kind, key_id=k.key_id, nonce=bytes(WRAP_NONCE_SIZE),
                           wrapped_dek=bytes(WRAPPED_DEK_SIZE)) for k in keks]
         draft = Header(image_id=image_id, slots=(*kept, *blanks))
-    except ValueError as e:
+    except InvalidValueError as e:
         raise UsageError(f"invalid key slots: {e}") from None
     binding = draft.binding()
     fresh = (_wrap(dek, k.key, blank, binding, make_nonce())

@@ -178,21 +178,46 @@ def inspect(source: Input, *, size: int | None = None,
 
 
 def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek] = (),
-           remove: Sequence[tuple[str, str]] = (), read_size: int = DEFAULT_READ_SIZE,
-           progress: Progress | None = None) -> Summary:
+           remove: Sequence[tuple[str, str]] = (), verify: bool = True,
+           before_write: Callable[[Header], None] | None = None,
+           read_size: int = DEFAULT_READ_SIZE, progress: Progress | None = None) -> Summary:
     """Add and remove key slots; the payload is copied byte for byte.
 
     The DEK is unwrapped with a key still available through ``lookup`` (and the header MAC
-    checked), so only a holder of one of the file's KEKs can rewrap it.
+    checked), so only a holder of one of the file's KEKs can rewrap it. ``before_write`` is
+    called with that authenticated input header before the first byte reaches ``sink``. With
+    ``verify`` (the default) every payload chunk is authenticated while it is copied (its
+    plaintext discarded) and a normal return proves the whole payload; without it only the
+    header is.
     """
     with Source(source, read_size) as src:
-        return _rewrap(src, sink, lookup, add=add, remove=remove, progress=progress)
+        header, raw = _read_header(src)
+        dek = _keyslots.open_dek(header, raw, lookup)
+        new = _rewrapped(header, dek, add, remove)
+        if before_write is not None:
+            before_write(header)
+        new_raw = new.encode()
+        write_all(sink, new_raw)
+        check = PayloadDecryptor(SUITES[header.suite], dek, _context(header)) if verify \
+            else None
+        scratch = bytearray(decrypt_buffer_size(read_size) if verify else 0)
+        payload = 0
+        for view in src.views():
+            if check is not None:
+                check.update_into(view, scratch)
+            write_all(sink, view)
+            payload += len(view)
+            if progress:
+                progress(len(view))
+        if check is not None:
+            check.finalize()
+    size = _cobblestone.plaintext_size(payload)
+    return Summary(new, len(new_raw), -1 if size is None else size, payload)
 
 
-def _rewrap(src: Source, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek],
-            remove: Sequence[tuple[str, str]], progress: Progress | None) -> Summary:
-    header, raw = _read_header(src)
-    dek = _keyslots.open_dek(header, raw, lookup)
+def _rewrapped(header: Header, dek: bytes, add: Sequence[Kek],
+               remove: Sequence[tuple[str, str]]) -> Header:
+    """The new header: ``remove`` slots dropped (each must exist), ``add`` keys wrapped."""
     present = {(s.kind, s.key_id) for s in header.slots}
     missing = [f"{kind}:{key_id}" for kind, key_id in remove if (kind, key_id) not in present]
     if missing:
@@ -201,17 +226,7 @@ def _rewrap(src: Source, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek
     kept = [s for s in header.slots if (s.kind, s.key_id) not in dropped]
     kept_names = {(s.kind, s.key_id) for s in kept}
     fresh = [k for k in add if (k.kind, k.key_id) not in kept_names]
-    new = _keyslots.seal(dek, header.image_id, fresh, kept)
-    new_raw = new.encode()
-    write_all(sink, new_raw)
-    payload = 0
-    for view in src.views():
-        write_all(sink, view)
-        payload += len(view)
-        if progress:
-            progress(len(view))
-    size = _cobblestone.plaintext_size(payload)
-    return Summary(new, len(new_raw), -1 if size is None else size, payload)
+    return _keyslots.seal(dek, header.image_id, fresh, kept)
 
 
 def _seal_for_vectors(plaintext: bytes, keks: Sequence[Kek], *, image_id: uuid.UUID | None,

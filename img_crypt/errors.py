@@ -68,3 +68,10 @@ class ConsumersUnsupportedError(KeyManagerError):
 
 class UsageError(ImgCryptError):
     """The caller asked for something that cannot be done as asked (exit code 2 in the CLI)."""
+
+
+class InvalidValueError(UsageError, ValueError):
+    """A value object was given a value outside its rules (a consumer field too long, ...).
+
+    Also a ``ValueError``, so code that validates values the standard way keeps working.
+    """

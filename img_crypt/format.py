@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from img_crypt._cobblestone import COBBLESTONE_256, Suite
-from img_crypt.errors import FormatError
+from img_crypt.errors import FormatError, InvalidValueError
 
 MAGIC = b"\x89ICR\r\n\x1a\n"
 VERSION = 1
@@ -36,8 +36,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 class KeySlot:
     """One wrapped copy of the DEK, under the KEK ``key_id`` of key manager ``kind``.
 
-    Construction validates every field (``ValueError`` with a one-line reason), so a slot
-    object always encodes to a header this module would parse back.
+    Construction validates every field (:class:`InvalidValueError` with a one-line reason),
+    so a slot object always encodes to a header this module would parse back.
     """
 
     kind: str
@@ -47,14 +47,15 @@ class KeySlot:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.kind) <= MAX_KIND or not _KIND_RE.fullmatch(self.kind):
-            raise ValueError(f"kind must be 1 to {MAX_KIND} ASCII characters [a-z0-9_-]")
+            raise InvalidValueError(f"kind must be 1 to {MAX_KIND} ASCII characters [a-z0-9_-]")
         if (not self.key_id or len(self.key_id.encode()) > MAX_KEY_ID
                 or _CONTROL_RE.search(self.key_id)):
-            raise ValueError(f"key id must be 1 to {MAX_KEY_ID} UTF-8 bytes without controls")
+            raise InvalidValueError(f"key id must be 1 to {MAX_KEY_ID} UTF-8 bytes without "
+                                    "controls")
         if len(self.nonce) != WRAP_NONCE_SIZE:
-            raise ValueError(f"wrap nonce must be {WRAP_NONCE_SIZE} bytes")
+            raise InvalidValueError(f"wrap nonce must be {WRAP_NONCE_SIZE} bytes")
         if len(self.wrapped_dek) != WRAPPED_DEK_SIZE:
-            raise ValueError(f"wrapped DEK must be {WRAPPED_DEK_SIZE} bytes")
+            raise InvalidValueError(f"wrapped DEK must be {WRAPPED_DEK_SIZE} bytes")
 
     def label(self) -> bytes:
         """The slot's own fields as they appear in the slot AAD (FORMAT.md section 3)."""
@@ -74,9 +75,9 @@ class Header:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.slots) <= MAX_SLOTS:
-            raise ValueError(f"a header has 1 to {MAX_SLOTS} key slots")
+            raise InvalidValueError(f"a header has 1 to {MAX_SLOTS} key slots")
         if len({(s.kind, s.key_id) for s in self.slots}) != len(self.slots):
-            raise ValueError("two key slots name the same key")
+            raise InvalidValueError("two key slots name the same key")
 
     def binding(self) -> bytes:
         """The file binding ``B``: version, suite and image id (FORMAT.md section 1)."""
@@ -149,7 +150,7 @@ def parse(data: bytes) -> Header:
     try:
         return Header(version=version, suite=suite, image_id=image, slots=slots,
                       mac=data[length - MAC_SIZE:])
-    except ValueError as e:
+    except InvalidValueError as e:
         raise FormatError(f"invalid header: {e}") from None
 
 
@@ -164,6 +165,6 @@ def _parse_slot(cur: _Cursor, n: int) -> KeySlot:
         return KeySlot(kind=kind, key_id=key_id, nonce=nonce, wrapped_dek=wrapped)
     except UnicodeDecodeError as e:
         raise FormatError(f"invalid {what}: {e.encoding} text expected") from None
-    except ValueError as e:
+    except InvalidValueError as e:
         raise FormatError(f"invalid {what}: {e}") from None
 

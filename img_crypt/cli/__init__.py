@@ -67,11 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.inspect)
 
     p = sub.add_parser("rewrap", parents=[common, out],
-                       help="add or remove key slots; the payload is copied unchanged")
+                       help="add or remove key slots; the payload is authenticated and copied "
+                            "unchanged")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT")
-    p.add_argument("--add-kek", action="append", default=[], metavar="ID")
-    p.add_argument("--remove-kek", action="append", default=[], metavar="ID")
+    p.add_argument("--add-kek", action="append", default=[], metavar="ID",
+                   help="wrap the data key under this KEK too (repeatable); a file bound to an "
+                        "image registers the image as its consumer before OUTPUT is published")
+    p.add_argument("--remove-kek", action="append", default=[], metavar="ID",
+                   help="drop this KEK's key slot (repeatable); the image stops being its "
+                        "consumer once OUTPUT is published")
+    p.add_argument("--header-only", action="store_true",
+                   help="authenticate only the header and copy the payload unchecked (fast); "
+                        "by default every payload chunk is authenticated before OUTPUT is "
+                        "published, so a corrupt or tampered file is never rewrapped")
     p.set_defaults(func=c.rewrap)
 
     keys = sub.add_parser("keys", help="manage key-encryption keys")

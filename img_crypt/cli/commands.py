@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from img_crypt import envelope
@@ -15,7 +13,9 @@ from img_crypt.cli.files import open_input, open_output, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
 from img_crypt.cli.text import printable
-from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UnavailableError, UsageError
+from img_crypt.enrollment import Enrollment, KeyRef, NewKey, release
+from img_crypt.errors import UsageError
+from img_crypt.format import Header
 from img_crypt.keys.base import Consumer, KeyManager
 
 if TYPE_CHECKING:
@@ -64,62 +64,42 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def _warn(line: str) -> None:
+    print(f"img-crypt: warning: {printable(line)}", file=sys.stderr)
+
+
+def _image(args: argparse.Namespace, image: uuid.UUID) -> Consumer:
+    """The consumer record of ``image`` (InvalidValueError for a bad --consumer-service)."""
+    return Consumer(service=args.consumer_service, resource_type="image",
+                    resource_id=str(image))
+
+
 def encrypt(args: argparse.Namespace) -> int:
     """Encrypt INPUT to OUTPUT under --kek keys or a new one; with --image-id, register it.
 
-    On any failure, what this command created is undone: the consumer records it added and
-    the key it created.
+    On any failure the enrollment's undo removes what this command created (the new key, the
+    consumer records it added), never what was there before.
     """
     refuse_terminal(args.output, args.force)
+    image = _image(args, args.image_id) if args.image_id else None  # before creating anything
     km = Managers(args).selected()
-    created = None if args.kek else km.create_key(name=f"img-crypt {args.input}")
-    ids: list[str] = args.kek or [created]
-    image = [Consumer(service=args.consumer_service, resource_type="image",
-                      resource_id=str(args.image_id))] if args.image_id else []
-    registered: list[tuple[str, Consumer]] = []
-    try:
+    refs: list[KeyRef] = list(args.kek) or [NewKey(f"img-crypt {args.input}")]
+    with Enrollment(km, report=_warn) as enrolled:
+        ids = [enrolled.key(ref) for ref in refs]
+        created = set(enrolled.created_keys)
         keks = [envelope.Kek(km.kind, key_id, km.get_key(key_id)) for key_id in ids]
-        for key_id, consumer in ((k, c) for k in ids for c in image):
-            try:
-                km.add_consumer(key_id, consumer)
-            except UnavailableError:  # timed out, dropped, 5xx: it may have been registered
-                registered.append((key_id, consumer))
-                raise
-            registered.append((key_id, consumer))
+        if image is not None:
+            enrolled.register(image, ids)
         with open_input(args.input) as (src, total), open_output(args.output,
                                                                  force=args.force) as dst, \
                 progress(total, "encrypt") as bar:
             summary = envelope.encrypt(src, dst, keks, image_id=args.image_id, progress=bar)
-    except BaseException:
-        _undo(km, registered, created)
-        raise
     for key_id in ids:
-        _info(args, f"key: {km.kind}:{key_id}{' (new)' if key_id == created else ''}")
+        _info(args, f"key: {km.kind}:{key_id}{' (new)' if key_id in created else ''}")
     _info(args, f"encrypted {args.input} -> {args.output}: {_size(summary.plaintext_size)} "
                 f"plaintext, {_size(summary.file_size)} encrypted, image "
                 f"{summary.header.image_id or 'unbound'}")
     return 0
-
-
-def _undo(km: KeyManager, registered: list[tuple[str, Consumer]], created: str | None) -> None:
-    """Best-effort rollback of an encrypt; what cannot be undone is reported, not hidden."""
-    def attempt(what: str, step: Callable[[], None]) -> bool:
-        try:
-            step()
-        except ConsumerNotFoundError:
-            pass  # a registration that had not landed after all: nothing to undo
-        except ImgCryptError as e:
-            print(f"img-crypt: warning: could not {what}: {e}", file=sys.stderr)
-            return False
-        return True
-
-    # The new key first: a forced delete takes its consumers with it.
-    deleted = bool(created) and attempt(f"delete the new key {created}",
-                                        partial(km.delete_key, str(created), force=True))
-    for key_id, consumer in registered:
-        if not (deleted and key_id == created):
-            attempt(f"remove the consumer from key {key_id}",
-                    partial(km.remove_consumer, key_id, consumer))
 
 
 def decrypt(args: argparse.Namespace) -> int:
@@ -178,21 +158,55 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def rewrap(args: argparse.Namespace) -> int:
-    """Add and remove key slots; the payload is copied byte for byte."""
+    """Add and remove key slots; the payload is copied byte for byte (and authenticated).
+
+    For a file bound to an image, the image becomes a consumer of each added key before the
+    output is published (undone if the rewrap fails), and stops being one of each removed key
+    after.
+    """
     if not args.add_kek and not args.remove_kek:
         raise UsageError("rewrap needs --add-kek or --remove-kek")
     refuse_terminal(args.output, args.force)
     managers = Managers(args)
     km = managers.selected()
-    add = [envelope.Kek(km.kind, key_id, km.get_key(key_id)) for key_id in args.add_kek]
-    remove = [(km.kind, key_id) for key_id in args.remove_kek]
-    with open_input(args.input) as (src, total), \
-            open_output(args.output, force=args.force) as dst, progress(total, "rewrap") as bar:
-        summary = envelope.rewrap(src, dst, managers.lookup(), add=add, remove=remove,
-                                  progress=bar)
+    image: Consumer | None = None
+    with Enrollment(km, report=_warn) as enrolled:
+        add = [envelope.Kek(km.kind, key_id, km.get_key(key_id))
+               for key_id in map(enrolled.key, args.add_kek)]
+
+        def enroll(header: Header) -> None:
+            nonlocal image
+            if header.image_id is not None:
+                image = _image(args, header.image_id)
+                enrolled.register(image, args.add_kek)
+
+        with open_input(args.input) as (src, total), \
+                open_output(args.output, force=args.force) as dst, \
+                progress(total, "rewrap") as bar:
+            summary = envelope.rewrap(src, dst, managers.lookup(), add=add,
+                                      remove=[(km.kind, key_id) for key_id in args.remove_kek],
+                                      verify=not args.header_only, before_write=enroll,
+                                      progress=bar)
     slots = ", ".join(f"{s.kind}:{s.key_id}" for s in summary.header.slots)
-    _info(args, f"rewrapped {args.input} -> {args.output}: key slots {slots}")
+    _info(args, printable(f"rewrapped {args.input} -> {args.output}: key slots {slots}"))
+    _info(args, "payload: copied without authentication (--header-only)" if args.header_only
+          else "payload: authenticated, every chunk")
+    if image is not None:
+        _move_image(args, km, image, summary.header)
     return 0
+
+
+def _move_image(args: argparse.Namespace, km: KeyManager, image: Consumer,
+                header: Header) -> None:
+    """Report the image's new keys; release it from the removed keys the output lacks."""
+    for key_id in args.add_kek:
+        _info(args, printable(f"image {image.resource_id}: consumer of key {key_id}"))
+    kept = {s.key_id for s in header.slots if s.kind == km.kind}
+    gone = [key_id for key_id in args.remove_kek if key_id not in kept]
+    for line in release(km, image, gone):
+        _warn(line)
+    for key_id in gone:
+        _info(args, printable(f"image {image.resource_id}: released from key {key_id}"))
 
 
 def keys_create(args: argparse.Namespace) -> int:

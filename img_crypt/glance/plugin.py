@@ -20,13 +20,14 @@ from oslo_config import cfg
 from taskflow import task
 from taskflow.patterns import linear_flow
 
+from img_crypt.enrollment import Enrollment, NewKey
 from img_crypt.envelope import Kek
-from img_crypt.errors import ConsumerNotFoundError, ImgCryptError, UnavailableError, UsageError
+from img_crypt.errors import ImgCryptError, UsageError
 from img_crypt.glance import properties as props
 from img_crypt.glance import staged
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
-from img_crypt.keys.base import Consumer, KeyManager
+from img_crypt.keys.base import Consumer
 
 LOG = logging.getLogger("img_crypt.glance.plugin")
 
@@ -44,9 +45,7 @@ def _upload_error(message: str) -> Exception:
 class _Done:
     """What execute changed, so revert undoes exactly that."""
 
-    manager: KeyManager | None = None
-    created_key: str | None = None
-    consumer: tuple[str, Consumer] | None = None
+    enrollment: Enrollment | None = None
     dest: Path | None = None
     properties: list[str] = field(default_factory=list)
     container_format: str | None = None
@@ -123,20 +122,14 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             raise UsageError(f"[{GROUP}] container_format {group.container_format!r} must "
                                   f"be one of [image_format] container_formats, and not 'bare'")
         policy = self._policy()
-        done.manager = manager = self.key_manager(self.conf, self.context)
-        key_id = group.kek_id
-        if not key_id:
-            key_id = done.created_key = manager.create_key(
-                props.per_image_key_name(self.image_id, policy))
-        kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
         consumer = Consumer(service=group.consumer_service, resource_type="image",
-                            resource_id=self.image_id)
-        try:
-            manager.add_consumer(key_id, consumer)
-        except UnavailableError:  # timed out, dropped, 5xx: it may have been registered
-            done.consumer = (key_id, consumer)
-            raise
-        done.consumer = (key_id, consumer)
+                            resource_id=self.image_id)  # checked before anything is created
+        manager = self.key_manager(self.conf, self.context)
+        done.enrollment = enrolled = Enrollment(manager)
+        key_id = enrolled.key(group.kek_id or
+                              NewKey(props.per_image_key_name(self.image_id, policy)))
+        kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
+        enrolled.register(consumer, [key_id])
         done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))
         new = props.encrypted_properties(
             header_size=summary.header_size, key_id=key_id, policy=policy,
@@ -172,27 +165,15 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         self.done = _Done()
 
     def _undo_keys_and_files(self) -> None:
-        """Remove the consumer, the per-image key and the encrypted file this task made."""
+        """Remove the encrypted file, and what the enrollment created (key, consumer)."""
         done = self.done
         if done.dest is not None:
             with contextlib.suppress(FileNotFoundError):
                 done.dest.unlink()
-        if done.manager is not None and done.consumer is not None:
-            key_id, consumer = done.consumer
-            try:
-                done.manager.remove_consumer(key_id, consumer)
-            except ConsumerNotFoundError:
-                pass
-            except ImgCryptError as e:
-                LOG.error("image %s: could not remove its consumer from key %s: %s",
-                          self.image_id, key_id, e)
-        if done.manager is not None and done.created_key is not None:
-            try:
-                done.manager.delete_key(done.created_key, force=True)
-            except ImgCryptError as e:
-                LOG.error("image %s: could not delete its new key %s: %s", self.image_id,
-                          done.created_key, e)
-        done.dest = done.consumer = done.created_key = None
+        if done.enrollment is not None:
+            for line in done.enrollment.undo():
+                LOG.error("image %s: %s", self.image_id, line)
+        done.dest = done.enrollment = None
 
 
 def get_flow(**kwargs: Any) -> Any:

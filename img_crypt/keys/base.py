@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from img_crypt.errors import KeyNotFoundError
+from img_crypt.errors import InvalidValueError, KeyNotFoundError
 
 KEK_BYTES = 32
 """Every KEK is a 256-bit AES key."""
@@ -21,7 +21,7 @@ class Consumer:
     """A record saying that a resource (an image) needs a key; Barbican's consumer shape.
 
     Each field is a non-empty string within Barbican's column sizes (255, 255, 36);
-    anything else is a ``ValueError`` at construction.
+    anything else is an :class:`InvalidValueError` (a usage error) at construction.
     """
 
     service: str
@@ -32,7 +32,8 @@ class Consumer:
         for name, limit in _CONSUMER_LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, str) or not 1 <= len(value) <= limit:
-                raise ValueError(f"consumer {name} must be a string of 1 to {limit} characters")
+                raise InvalidValueError(f"consumer {name} must be a string of 1 to {limit} "
+                                        "characters")
 
     def to_dict(self) -> dict[str, str]:
         """The three fields, as Barbican's consumer API and the key store spell them."""
