@@ -32,7 +32,7 @@ from img_crypt.errors import BindingError
 from img_crypt.glance import plugin
 from img_crypt.glance import properties as props
 from img_crypt.keys._barbican_http import forget_endpoints
-from img_crypt.keys.base import KeyManager
+from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
 from tests.support.glance_import import (
@@ -414,6 +414,46 @@ def test_an_encryption_failing_midway_under_a_shared_kek_keeps_the_kek_and_drops
     assert list(backend.keys()) == [kek_id]
     assert backend.consumers(kek_id) == []
     assert imp.staging_files() == [imp.image_id]
+
+
+def test_a_failed_import_keeps_a_consumer_that_was_on_the_shared_kek_before(
+        backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kek_id = backend.manager.create_key("shared")
+    imp = Import(tmp_path, b"data", make_conf(kek_id=kek_id), using(backend.manager))
+    before = Consumer(service="image", resource_type="image", resource_id=imp.image_id)
+    backend.manager.add_consumer(kek_id, before)  # an earlier import of the same image
+
+    def broken(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(envelope, "encrypt", broken)
+    with pytest.raises(OSError):
+        imp.run()
+    imp.task.revert(result=None)
+    assert backend.consumers(kek_id) == [before.to_dict()]
+    assert list(backend.keys()) == [kek_id]
+
+
+def test_revert_after_success_keeps_a_consumer_that_was_on_the_shared_kek_before(
+        backend: Backend, tmp_path: Path) -> None:
+    kek_id = backend.manager.create_key("shared")
+    imp = Import(tmp_path, b"data", make_conf(kek_id=kek_id), using(backend.manager))
+    before = Consumer(service="image", resource_type="image", resource_id=imp.image_id)
+    backend.manager.add_consumer(kek_id, before)
+    imp.task.revert(result=imp.run())
+    assert backend.consumers(kek_id) == [before.to_dict()]
+
+
+def test_a_consumer_service_too_long_fails_the_import_before_any_key_is_made(
+        backend: Backend, tmp_path: Path) -> None:
+    imp = Import(tmp_path, b"data", make_conf(consumer_service="s" * 300),
+                 using(backend.manager))
+    with pytest.raises(RuntimeError, match="consumer service must be a string") as caught:
+        imp.run()
+    assert "\n" not in str(caught.value)
+    assert backend.keys() == {}
+    assert imp.staging_files() == [imp.image_id]
+    assert imp.unchanged
 
 
 def test_an_unknown_shared_kek_fails_the_import(backend: Backend, tmp_path: Path) -> None:
