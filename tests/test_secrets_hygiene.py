@@ -425,7 +425,7 @@ def test_cli_workflow_logs_and_prints_no_key(watch: Watch, target: Target,
     watch.ok("rewrap", t / "c.icr", t / "d.icr", "--remove-kek", k1, *o)
     watch.ok("keys", "consumers", k1, *o)
     watch.ok("keys", "consumers", "--json", k1, *o)
-    watch.fails("consumer", "keys", "delete", k1, *o)
+    watch.fails("consumer", "keys", "delete", k2, *o)  # rewrap moved the image from k1 to k2
     data, header = (t / "a.icr").read_bytes(), info["header_size"]
     (t / "mac.icr").write_bytes(flipped(data, header - 1))
     (t / "payload.icr").write_bytes(flipped(data, header + 100))
