@@ -390,40 +390,25 @@ def test_rewrap_moves_the_image_from_the_old_key_to_the_new_one(
     assert f"image {IMAGE}: released from key {bound.old}" in lines
 
 
-def test_rewrap_registers_the_new_key_before_the_output_is_published(
-        store: Store, bound: Bound, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("call", "published"), [("add_consumer", False),
+                                                 ("remove_consumer", True)])
+def test_rewrap_registers_before_publishing_and_releases_after(
+        store: Store, bound: Bound, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        call: str, published: bool) -> None:
     out = tmp_path / "moved.icr"
     seen: list[bool] = []
     manager_type = type(store.manager)
-    real = manager_type.add_consumer
+    real = getattr(manager_type, call)
 
     def spy(self: KeyManager, key_id: str, consumer: Consumer) -> None:
         seen.append(out.exists())
         real(self, key_id, consumer)
 
-    monkeypatch.setattr(manager_type, "add_consumer", spy)
+    monkeypatch.setattr(manager_type, call, spy)
     result = run(store, "rewrap", bound.path, out, "--add-kek", bound.new,
                  "--remove-kek", bound.old)
     assert result.code == 0, result.err
-    assert seen == [False]
-
-
-def test_rewrap_releases_the_old_key_only_after_the_output_is_published(
-        store: Store, bound: Bound, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "moved.icr"
-    seen: list[bool] = []
-    manager_type = type(store.manager)
-    real = manager_type.remove_consumer
-
-    def spy(self: KeyManager, key_id: str, consumer: Consumer) -> None:
-        seen.append(out.exists())
-        real(self, key_id, consumer)
-
-    monkeypatch.setattr(manager_type, "remove_consumer", spy)
-    result = run(store, "rewrap", bound.path, out, "--add-kek", bound.new,
-                 "--remove-kek", bound.old)
-    assert result.code == 0, result.err
-    assert seen == [True]
+    assert seen == [published]
 
 
 def tampered(path: Path) -> Path:
