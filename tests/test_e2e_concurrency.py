@@ -67,6 +67,7 @@ from barbican_mock import MockBarbican
 from img_crypt.errors import KeyNotFoundError
 from img_crypt.glance import lifecycle
 from img_crypt.glance import properties as props
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
@@ -451,7 +452,7 @@ def test_below_1_2_the_delete_hook_keeps_a_shared_key_and_still_deletes_a_per_im
         km = connect(url=mock.url, project_id=PROJECT, backoff=0)
         assert km.delete_is_atomic is atomic
         outcomes: dict[str, lifecycle.Outcome | None] = {}
-        for name in ("img-crypt-shared-kek", f"{props.PER_IMAGE_KEY_PREFIX}x"):
+        for name in ("img-crypt-shared-kek", f"{naming.PER_IMAGE_KEY_PREFIX}x"):
             key_id = km.create_key(name)
             image_id = str(uuid.uuid4())
             km.add_consumer(key_id, Consumer("image", "image", image_id))

@@ -28,6 +28,7 @@ from img_crypt.errors import KeyManagerError, UnavailableError
 from img_crypt.glance import keys as glance_keys
 from img_crypt.glance import lifecycle, listener, notifier, opts
 from img_crypt.glance import properties as props
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
@@ -104,7 +105,7 @@ def encrypted_image(manager: KeyManager, policy: str | None = "on_image_deletion
                     key_id: str | None = None, register: bool = True) -> dict[str, Any]:
     """An image.delete payload of an image the plugin encrypted (its consumer registered)."""
     image_id = str(uuid.uuid4())
-    key_id = key_id or manager.create_key(f"{props.PER_IMAGE_KEY_PREFIX}{image_id}")
+    key_id = key_id or manager.create_key(f"{naming.PER_IMAGE_KEY_PREFIX}{image_id}")
     if register:
         manager.add_consumer(key_id, consumer(image_id))
     properties = {props.FORMAT: props.FORMAT_NAME, props.KEY_ID: key_id}
@@ -191,7 +192,7 @@ def test_a_repeated_notification_deletes_the_images_own_per_image_key(backend: B
     assert not backend.key_exists(key_id)
 
 
-@pytest.mark.parametrize("name", ["shared", f"{props.PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}",
+@pytest.mark.parametrize("name", ["shared", f"{naming.PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}",
                                   "img-crypt-kept-{image}", "{image}"])
 def test_a_repeated_notification_never_deletes_a_key_not_made_for_this_image(
         backend: Backend, name: str) -> None:

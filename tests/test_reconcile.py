@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,12 @@ import responses
 
 from barbican_mock import MockBarbican
 from img_crypt.errors import UnavailableError
-from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX
+from img_crypt.glance.images import GlanceError, GlanceImages
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
+from img_crypt.keys.naming import PER_IMAGE_KEY_PREFIX
 from img_crypt.reconcile import (
-    GlanceError,
-    GlanceImages,
     ImageState,
     KeptKey,
     RemovedConsumer,
@@ -41,6 +41,8 @@ from img_crypt.reconcile import (
 from tests.support.cli import cli
 
 EXISTS, GONE, UNKNOWN = ImageState.EXISTS, ImageState.GONE, ImageState.UNKNOWN
+LATER = datetime.now(UTC) + timedelta(days=30)
+"""A reconcile run this far ahead sees every record made by a test as past its grace period."""
 
 
 def new_id() -> str:
@@ -87,7 +89,7 @@ def keys(store: LocalKeyStore) -> set[str]:
 
 def run(store: LocalKeyStore, glance: Callable[[str], ImageState], *,
         dry_run: bool = False, service: str = "image") -> Report:
-    return reconcile(store, glance, service=service, dry_run=dry_run)
+    return reconcile(store, glance, service=service, dry_run=dry_run, now=LATER)
 
 
 # --- reconcile() -----------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def test_a_new_consumer_during_the_run_keeps_the_key(tmp_path: Path) -> None:
     key = per_image_key(store, gone)
     report = run(store, FakeGlance({gone: GONE}))
     assert report.removed == [RemovedConsumer(key, gone)] and report.deleted == []
-    assert report.kept == [KeptKey(key, "a new consumer appeared; not deleted")]
+    assert report.kept == [KeptKey(key, "other consumers remain")]
     assert store.list_consumers(key) == [newcomer]
 
 
@@ -242,7 +244,7 @@ def test_a_key_manager_error_ends_the_run_and_leaves_the_partial_report(
     glance.hook = fail_on_second
     report = Report()
     with pytest.raises(UnavailableError):
-        reconcile(store, glance, service="image", dry_run=False, report=report)
+        reconcile(store, glance, service="image", dry_run=False, report=report, now=LATER)
     assert report.removed == [RemovedConsumer(key, first)] and report.deleted == [key]
     assert report.checked == 2
     assert json.loads(json.dumps(report.as_dict()))["deleted"] == [key]
@@ -474,8 +476,8 @@ def scene(mock: MockBarbican, stub_glance: StubGlance) -> Scene:
 
 
 def options(mock: MockBarbican, glance: StubGlance) -> list[str]:
-    return ["--key-manager", "barbican", "--barbican-url", mock.url, "--project-id", "p",
-            "--glance-url", glance.url]
+    return ["--grace-period", "0", "--key-manager", "barbican", "--barbican-url", mock.url,
+            "--project-id", "p", "--glance-url", glance.url]
 
 
 def state(mock: MockBarbican) -> dict[str, list[str]]:
@@ -585,7 +587,8 @@ def test_cli_reconcile_with_the_local_store_and_env_glance_url(
     gone = new_id()
     key = per_image_key(store, gone)
     monkeypatch.setenv("IMG_CRYPT_GLANCE_URL", stub_glance.url)
-    result = cli("reconcile", "--key-store", str(store.path), "--project-id", "p")
+    result = cli("reconcile", "--key-store", str(store.path), "--project-id", "p",
+                 "--grace-period", "0")
     assert result.code == 0, result.err
     assert f"deleted key {key}" in result.out.splitlines()
     assert store.list_keys() == []
@@ -596,14 +599,15 @@ def test_cli_reconcile_with_the_local_store_and_env_glance_url(
 
 def orphan(store: LocalKeyStore, image_id: str) -> str:
     """A per-image key whose consumer is already gone (a half-finished delete or import)."""
-    return key_with(store, f"{PER_IMAGE_KEY_PREFIX}{image_id}-0123456789ab")
+    return key_with(store, f"{PER_IMAGE_KEY_PREFIX}{image_id}")
 
 
 def test_a_per_image_key_without_consumers_goes_once_its_image_is_gone(
         store: LocalKeyStore) -> None:
     gone, live = new_id(), new_id()
     gone_key, live_key = orphan(store, gone), orphan(store, live)
-    report = reconcile(store, FakeGlance({gone: GONE}), service="image", dry_run=False)
+    report = reconcile(store, FakeGlance({gone: GONE}), service="image", dry_run=False,
+                       now=LATER)
     assert report.deleted == [gone_key] and report.decided
     assert {k.key_id for k in store.list_keys()} == {live_key}
 
@@ -612,7 +616,8 @@ def test_a_per_image_key_without_consumers_is_kept_while_its_image_is_unknown(
         store: LocalKeyStore) -> None:
     image_id = new_id()
     key_id = orphan(store, image_id)
-    report = reconcile(store, FakeGlance({image_id: UNKNOWN}), service="image", dry_run=False)
+    report = reconcile(store, FakeGlance({image_id: UNKNOWN}), service="image", dry_run=False,
+                       now=LATER)
     assert report.unknown == [UnknownImage(image_id, key_id)] and not report.decided
     assert report.deleted == [] and [k.key_id for k in store.list_keys()] == [key_id]
 
@@ -620,7 +625,8 @@ def test_a_per_image_key_without_consumers_is_kept_while_its_image_is_unknown(
 def test_an_orphan_per_image_key_is_only_reported_in_a_dry_run(store: LocalKeyStore) -> None:
     image_id = new_id()
     key_id = orphan(store, image_id)
-    report = reconcile(store, FakeGlance({image_id: GONE}), service="image", dry_run=True)
+    report = reconcile(store, FakeGlance({image_id: GONE}), service="image", dry_run=True,
+                       now=LATER)
     assert report.deleted == [key_id]
     assert [k.key_id for k in store.list_keys()] == [key_id]
 
@@ -630,5 +636,5 @@ def test_other_keys_without_consumers_are_not_even_looked_up(store: LocalKeyStor
                                                              name: str | None) -> None:
     key_with(store, name)
     glance = FakeGlance()
-    report = reconcile(store, glance, service="image", dry_run=False)
+    report = reconcile(store, glance, service="image", dry_run=False, now=LATER)
     assert glance.asked == [] and report.deleted == []

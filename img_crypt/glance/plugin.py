@@ -27,6 +27,7 @@ from img_crypt.glance import staged
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer, KeyManager
+from img_crypt.keys.naming import per_image_key_name
 
 LOG = logging.getLogger("img_crypt.glance.plugin")
 
@@ -127,7 +128,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         key_id = group.kek_id
         if not key_id:
             key_id = done.created_key = manager.create_key(
-                props.per_image_key_name(self.image_id, policy))
+                per_image_key_name(self.image_id,
+                                   delete_with_image=policy == props.ON_IMAGE_DELETION))
         kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
         consumer = Consumer(service=group.consumer_service, resource_type="image",
                             resource_id=self.image_id)
