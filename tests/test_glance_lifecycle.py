@@ -339,6 +339,44 @@ def test_the_notifier_driver_swallows_even_unexpected_errors(
     assert any(r.name == "img_crypt.glance.notifier" and r.exc_info for r in caplog.records)
 
 
+@pytest.mark.parametrize("policy", ["on_image_deletion", "True", "do_not_delete"])
+def test_the_notifier_driver_never_deletes_the_configured_kek_whatever_the_image_claims(
+        mock: MockBarbican, policy: str) -> None:
+    """Properties are claims, configuration is authority: the shared kek_id stays."""
+    manager = connect(url=mock.url, project_id=PROJECT, backoff=0)
+    kek = manager.create_key("shared")
+    image = encrypted_image(manager, policy, key_id=kek)
+    driver = notifier.ImageDeleteDriver(
+        glance_conf(mock.url, key_manager_auth="noauth", kek_id=kek), ["notifications"], None)
+    notify(driver, "image.delete", image)
+    assert mock.consumers(kek) == []  # the consumer still goes
+    assert [s["id"] for s in mock.secrets()] == [kek]
+
+
+def test_the_configured_kek_survives_even_when_named_like_the_images_own_key(
+        backend: Backend) -> None:
+    """Neither a first delivery nor a redelivery deletes a configured key."""
+    image = encrypted_image(backend.manager)
+    kek = image["properties"][props.KEY_ID]
+    for _ in range(2):
+        outcome = lifecycle.on_image_delete(image, backend.manager_for, service=SERVICE,
+                                            configured=[kek])
+        assert outcome is not None and not outcome.key_deleted
+        assert "kek_id" in outcome.note
+    assert backend.key_exists(kek) and backend.consumer_ids(kek) == []
+
+
+def test_the_listener_never_deletes_the_configured_kek(mock: MockBarbican) -> None:
+    manager = connect(url=mock.url, project_id=PROJECT, backoff=0)
+    kek = manager.create_key("shared")
+    image = encrypted_image(manager, "on_image_deletion", key_id=kek)
+    endpoint = listener.DeleteEndpoint(glance_conf(mock.url, key_manager_auth="noauth",
+                                                   kek_id=kek))
+    assert endpoint.info({}, "image.host", "image.delete", image, {}) == \
+        oslo_messaging.NotificationResult.HANDLED
+    assert mock.consumers(kek) == [] and [s["id"] for s in mock.secrets()] == [kek]
+
+
 # --- img-crypt-listener -----------------------------------------------------------------------
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
