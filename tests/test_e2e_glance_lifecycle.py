@@ -209,6 +209,11 @@ def test_reconcile_cleans_up_after_a_glance_without_the_delete_hook(
         args = ["reconcile", "--key-manager", "barbican", "--barbican-url", real_barbican.url,
                 "--project-id", PROJECT, "--glance-url", glance.url]
         capsys.readouterr()
+        assert main(args) == 0  # within the grace period: nothing goes
+        assert "younger than the grace period" in capsys.readouterr().out
+        assert gone_key in {k.key_id for k in km.list_keys()}
+        assert all(c.created is not None for c in km.list_consumers(gone_key))  # Barbican's
+        args.append("--grace-period=0")
         assert main([*args, "--dry-run"]) == 0
         assert f"would delete key {gone_key}" in capsys.readouterr().out
         assert gone_key in {k.key_id for k in km.list_keys()}
