@@ -19,7 +19,7 @@ from .eras import get_era
 from .faults import Faults, Verdict, decide, delay, fire_triggers
 from .responses import ApiError, Response
 from .secrets import snapshot_all
-from .state import Store
+from .state import Consumer, Store, now
 
 
 def is_loopback(host: str) -> bool:
@@ -201,6 +201,20 @@ class MockBarbican:
             return [{"service": c.service, "resource_type": c.resource_type,
                      "resource_id": c.resource_id, "created": c.created, "updated": c.updated}
                     for c in secret.live_consumers()]
+
+    def put_consumer(self, secret_id: str, service: str, resource_type: str,
+                     resource_id: str, created: str | None = None) -> None:
+        """Store a consumer record as is, past the API's validation (tests only).
+
+        For records a Barbican may hold that the API of this era would refuse: a
+        ``resource_id`` longer than 36 characters, control characters, an old ``created``.
+        """
+        with self._store.lock:
+            secret = self._store.get_secret(secret_id)
+            if secret is None:
+                raise KeyError(secret_id)
+            stamp = created or now()
+            secret.consumers.append(Consumer(service, resource_type, resource_id, stamp, stamp))
 
     def counts(self) -> dict[str, int]:
         """{"secrets", "consumers", "orders", "requests"} right now."""

@@ -1,39 +1,27 @@
 """Reconcile: remove the consumers of deleted images, and the per-image keys they leave behind.
 
 The safety net for lost Glance delete notifications. :func:`reconcile` is pure: it takes a key
-manager and a function telling whether an image exists; :class:`GlanceImages` is that function
-for a real Glance. A consumer is removed only when Glance said its image is gone (never on
-doubt), and a key is deleted (without force) only when it is a per-image key
-(:data:`~img_crypt.glance.properties.PER_IMAGE_KEY_PREFIX`) that this run left without
-consumers. keystoneauth and openstacksdk are imported only by the Glance lookups.
+manager and a function telling whether an image exists (for a real Glance:
+:class:`img_crypt.glance.images.GlanceImages`). A consumer is removed only when Glance said its
+image is gone (never on doubt) and the record is older than the grace period (its image may not
+exist *yet*); whether a key then goes is :mod:`img_crypt.retention`'s rule, shared with the
+delete hook: only a per-image key, never by force, never one younger than the grace period.
+Consumer records that are not ours (another service, another resource type) or that cannot be
+read are left alone and keep their key.
 """
 
 from __future__ import annotations
 
 import enum
-import re
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from img_crypt.errors import (
-    ConsumerNotFoundError,
-    ImgCryptError,
-    KeyHasConsumersError,
-    KeyNotFoundError,
-)
-from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX, image_of_key
-from img_crypt.keys.base import Consumer, KeyInfo, KeyManager
-
-if TYPE_CHECKING:
-    from keystoneauth1.session import Session
-    from requests import Response
-
-DEFAULT_TIMEOUT = 30.0
-GONE_STATUSES = frozenset({"deleted", "pending_delete"})
-"""Glance image statuses that count as deleted."""
-NOAUTH_ROLES = "reader,member"
+from img_crypt import retention
+from img_crypt.errors import ConsumerNotFoundError, KeyNotFoundError
+from img_crypt.keys.base import Consumer, KeyInfo, KeyManager, unreadable_consumers
+from img_crypt.keys.naming import image_of_key
 
 
 class ImageState(enum.Enum):
@@ -73,6 +61,15 @@ class UnknownImage:
     key_id: str
 
 
+@dataclass(frozen=True)
+class SkippedConsumer:
+    """A consumer record that breaks our assumptions: reported, left alone, keeps its key."""
+
+    key_id: str
+    record: dict[str, Any]
+    reason: str
+
+
 @dataclass
 class Report:
     """What a reconcile run did (or, with ``dry_run``, would do)."""
@@ -84,6 +81,7 @@ class Report:
     deleted: list[str] = field(default_factory=list)
     kept: list[KeptKey] = field(default_factory=list)
     unknown: list[UnknownImage] = field(default_factory=list)
+    skipped: list[SkippedConsumer] = field(default_factory=list)
 
     @property
     def decided(self) -> bool:
@@ -95,12 +93,29 @@ class Report:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Run:
+    manager: KeyManager
+    state: ImageStateLookup
+    service: str
+    dry_run: bool
+    report: Report
+    now: datetime
+    grace: timedelta
+
+    def young(self, created: datetime | None) -> bool:
+        return retention.is_young(created, now=self.now, grace=self.grace)
+
+
 def reconcile(manager: KeyManager, image_state: ImageStateLookup, *, service: str,
-              dry_run: bool, report: Report | None = None) -> Report:
+              dry_run: bool, report: Report | None = None,
+              grace: timedelta = retention.DEFAULT_GRACE, now: datetime | None = None) -> Report:
     """Remove the ``service`` image consumers of gone images; delete per-image keys left empty.
 
-    ``report`` (a new one by default) is filled as the run goes, so a caller still has what was
-    done when a key-manager error ends the run early. Each image is looked up once per run.
+    Records younger than ``grace`` (at ``now``, default the current time) are kept whatever
+    Glance says. ``report`` (a new one by default) is filled as the run goes, so a caller
+    still has what was done when a key-manager error ends the run early. Each image is looked
+    up once per run.
     """
     report = report if report is not None else Report()
     report.dry_run = dry_run
@@ -111,195 +126,90 @@ def reconcile(manager: KeyManager, image_state: ImageStateLookup, *, service: st
             states[image_id] = image_state(image_id)
         return states[image_id]
 
+    run = _Run(manager, state, service, dry_run, report, now or datetime.now(UTC), grace)
     for info in manager.list_keys():
         report.checked += 1
         try:
-            _reconcile_key(manager, info, state, service=service, dry_run=dry_run,
-                           report=report)
+            _reconcile_key(run, info)
         except KeyNotFoundError:
             report.kept.append(KeptKey(info.key_id, "the key disappeared during the run"))
     return report
 
 
-def _reconcile_key(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, *,
-                   service: str, dry_run: bool, report: Report) -> None:
-    key_id = info.key_id
-    consumers = manager.list_consumers(key_id)
-    ours = [c for c in consumers if c.resource_type == "image" and c.service == service]
-    verdicts = {c.resource_id: state(c.resource_id) for c in ours}
+def _reconcile_key(run: _Run, info: KeyInfo) -> None:
+    key_id, report = info.key_id, run.report
+    consumers = run.manager.list_consumers(key_id)
+    unreadable = unreadable_consumers(consumers)
+    report.skipped += [SkippedConsumer(key_id, u.record, u.reason) for u in unreadable]
+    ours = [c for c in consumers if c.resource_type == "image" and c.service == run.service]
+    verdicts = {c.resource_id: run.state(c.resource_id) for c in ours if not run.young(c.created)}
     unknown = sorted(i for i, s in verdicts.items() if s is ImageState.UNKNOWN)
     if unknown:
         report.unknown += [UnknownImage(i, key_id) for i in unknown]
         report.kept.append(KeptKey(key_id, f"state of image(s) {', '.join(unknown)} unknown; "
                                            "nothing removed"))
         return
-    if not consumers:
-        _reconcile_orphan(manager, info, state, dry_run=dry_run, report=report)
+    if not consumers and not unreadable:
+        _reconcile_orphan(run, info)
         return
-    stale = [c for c in ours if verdicts[c.resource_id] is ImageState.GONE]
+    stale = [c for c in ours if verdicts.get(c.resource_id) is ImageState.GONE]
+    young = [c for c in ours if c.resource_id not in verdicts]
     if not stale:
+        if young:
+            report.kept.append(KeptKey(key_id,
+                                       f"{len(young)} consumer(s) {retention.YOUNG_REASON}"))
         return
     for consumer in stale:
         report.removed.append(RemovedConsumer(key_id, consumer.resource_id,
-                                              _remove(manager, key_id, consumer, dry_run)))
-    remaining = len(consumers) - len(stale)
+                                              _remove(run, key_id, consumer)))
+    remaining = len(consumers) + len(unreadable) - len(stale)
     if remaining:
         report.kept.append(KeptKey(key_id, f"{remaining} consumer(s) remain"))
-    elif not (info.name or "").startswith(PER_IMAGE_KEY_PREFIX):
-        report.kept.append(KeptKey(key_id, f"not a per-image key (name does not start with "
-                                           f"{PER_IMAGE_KEY_PREFIX!r})"))
-    else:
-        _delete(manager, key_id, dry_run, report)
+        return
+    why = retention.why_keep(run.manager, key_id, image_id=stale[0].resource_id,
+                             was_consumer=True, policy_deletes=None, info=info)
+    _delete(run, key_id, why)
 
 
-def _reconcile_orphan(manager: KeyManager, info: KeyInfo, state: ImageStateLookup, *,
-                      dry_run: bool, report: Report) -> None:
+def _reconcile_orphan(run: _Run, info: KeyInfo) -> None:
     """A per-image key without consumers: delete it once the image it names is gone.
 
     That is what a delete hook that removed the consumer but failed to delete the key, or an
-    import killed between creating the key and registering the image, leaves behind.
+    import killed between creating the key and registering the image, leaves behind; a young
+    one may also be a client's key whose image is not created yet.
     """
     image_id = image_of_key(info.name)
     if image_id is None:
         return
-    verdict = state(image_id)
-    if verdict is ImageState.UNKNOWN:
-        report.unknown.append(UnknownImage(image_id, info.key_id))
-        report.kept.append(KeptKey(info.key_id, f"state of image {image_id} unknown"))
-    elif verdict is ImageState.GONE:
-        _delete(manager, info.key_id, dry_run, report)
-
-
-def _delete(manager: KeyManager, key_id: str, dry_run: bool, report: Report) -> None:
-    """Delete a key without force (a consumer that appeared meanwhile keeps it)."""
-    if dry_run:
-        report.deleted.append(key_id)
+    if run.young(info.created):
+        run.report.kept.append(KeptKey(info.key_id, retention.YOUNG_REASON))
         return
-    try:
-        manager.delete_key(key_id, force=False)
-    except KeyHasConsumersError:
-        report.kept.append(KeptKey(key_id, "a new consumer appeared; not deleted"))
+    verdict = run.state(image_id)
+    if verdict is ImageState.UNKNOWN:
+        run.report.unknown.append(UnknownImage(image_id, info.key_id))
+        run.report.kept.append(KeptKey(info.key_id, f"state of image {image_id} unknown"))
+    elif verdict is ImageState.GONE:
+        why = retention.why_keep(run.manager, info.key_id, image_id=image_id,
+                                 was_consumer=False, policy_deletes=None, info=info)
+        _delete(run, info.key_id, why)
+
+
+def _delete(run: _Run, key_id: str, why: str) -> None:
+    """Delete a key :mod:`retention` let go (never by force), or say why it stays."""
+    if not why and not run.dry_run:
+        why = retention.delete(run.manager, key_id)
+    if why:
+        run.report.kept.append(KeptKey(key_id, why.removeprefix("kept: ")))
     else:
-        report.deleted.append(key_id)
+        run.report.deleted.append(key_id)
 
 
-def _remove(manager: KeyManager, key_id: str, consumer: Consumer, dry_run: bool) -> bool:
+def _remove(run: _Run, key_id: str, consumer: Consumer) -> bool:
     """Remove one consumer; True when it was already gone."""
-    if dry_run:
+    if run.dry_run:
         return False
     try:
-        manager.remove_consumer(key_id, consumer)
+        run.manager.remove_consumer(key_id, consumer)
     except ConsumerNotFoundError:
         return True
     return False
-
-
-# --- Glance ----------------------------------------------------------------------------------
-
-class GlanceError(ImgCryptError):
-    """Glance cannot be asked at all: unreachable, refusing us, or not a Glance image API."""
-
-
-class GlanceImages:
-    """``image_state`` for :func:`reconcile`: ``GET /v2/images/{id}`` on one Glance endpoint.
-
-    200 is EXISTS (GONE for status ``deleted``/``pending_delete``), 404 is GONE, anything else
-    (401, 403, 5xx, connection errors, timeouts, a non-UUID id) is UNKNOWN, with the reason
-    kept in :attr:`problems`.
-    """
-
-    def __init__(self, session: Session, endpoint: str, *,
-                 headers: dict[str, str] | None = None) -> None:
-        self.session = session
-        self.root = re.sub(r"/v2(\.\d+)?$", "", endpoint.rstrip("/"))
-        self.headers = dict(headers or {})
-        self.problems: dict[str, str] = {}
-        """Why each UNKNOWN image was unknown."""
-
-    @classmethod
-    def noauth(cls, url: str, project_id: str, *,
-               timeout: float = DEFAULT_TIMEOUT) -> GlanceImages:
-        """A Glance without Keystone at ``url``, asked as a member of ``project_id``."""
-        from keystoneauth1.session import Session
-
-        return cls(Session(timeout=timeout), url,
-                   headers={"X-Identity-Status": "Confirmed", "X-Project-Id": project_id,
-                            "X-Roles": NOAUTH_ROLES})
-
-    @classmethod
-    def from_cloud(cls, cloud: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> GlanceImages:
-        """The ``image`` endpoint of clouds.yaml entry ``cloud`` (or the ``OS_*`` variables)."""
-        from keystoneauth1 import exceptions as ks_exc
-
-        from img_crypt.clouds import session_and_endpoint
-
-        try:
-            session, endpoint = session_and_endpoint(cloud, "image", timeout)
-        except ks_exc.Unauthorized:
-            raise GlanceError("authentication with Keystone failed") from None
-        except ks_exc.ClientException as e:
-            raise GlanceError(f"cannot find Glance in the service catalog: "
-                              f"{type(e).__name__}") from None
-        if not endpoint:
-            raise GlanceError("the service catalog has no image endpoint")
-        return cls(session, endpoint)
-
-    def _get(self, path: str, **params: str) -> Response:
-        from keystoneauth1 import exceptions as ks_exc
-
-        try:
-            return self.session.get(f"{self.root}/v2/{path}", headers=self.headers,
-                                    params=params, raise_exc=False)
-        except ks_exc.Unauthorized:
-            raise GlanceError("authentication with Keystone failed") from None
-        except ks_exc.ClientException as e:
-            raise GlanceError(f"cannot reach Glance at {self.root} ({type(e).__name__})") \
-                from None
-
-    def check(self) -> None:
-        """Fail unless the endpoint lists images like Glance v2 does.
-
-        A wrong URL would answer 404 for every image, which would read as "every image is gone".
-        """
-        resp = self._get("images", limit="1")
-        if resp.status_code == 401:
-            raise GlanceError(f"authentication with Glance at {self.root} failed")
-        body = _json(resp) if resp.status_code == 200 else None
-        if not isinstance(body, dict) or not isinstance(body.get("images"), list):
-            raise GlanceError(f"{self.root} does not answer like the Glance image API v2 "
-                              f"(GET /v2/images: HTTP {resp.status_code})")
-
-    def __call__(self, image_id: str) -> ImageState:
-        """Ask Glance about one image."""
-        if not _is_uuid(image_id):
-            return self._unknown(image_id, "not a Glance image id (UUID)")
-        try:
-            resp = self._get(f"images/{image_id}")
-        except GlanceError as e:
-            return self._unknown(image_id, str(e))
-        if resp.status_code == 404:
-            return ImageState.GONE
-        if resp.status_code != 200:
-            return self._unknown(image_id, f"HTTP {resp.status_code}")
-        body = _json(resp)
-        if not isinstance(body, dict):
-            return self._unknown(image_id, "an unreadable answer")
-        return ImageState.GONE if body.get("status") in GONE_STATUSES else ImageState.EXISTS
-
-    def _unknown(self, image_id: str, reason: str) -> ImageState:
-        self.problems[image_id] = reason
-        return ImageState.UNKNOWN
-
-
-def _json(resp: Response) -> object:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text.lower()
-    except ValueError:
-        return False

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,8 @@ def test_encrypt_registers_the_image_and_decrypt_round_trips(barbican: Barbican,
     assert enc.code == 0, enc.err
     key = key_of(enc)
     listed = cli("keys", "consumers", key, *barbican.options())
-    assert listed.code == 0 and listed.out.split() == ["image", "image", image_id]
+    assert listed.code == 0 and listed.out.split()[:3] == ["image", "image", image_id]
+    assert datetime.fromisoformat(listed.out.split()[3]).tzinfo is not None  # registered at
     dec = cli("decrypt", str(tmp_path / "disk.icr"), str(tmp_path / "back.raw"),
               "--image-id", image_id, *barbican.options())
     assert dec.code == 0, dec.err

@@ -67,6 +67,7 @@ from barbican_mock import MockBarbican
 from img_crypt.errors import KeyNotFoundError
 from img_crypt.glance import lifecycle
 from img_crypt.glance import properties as props
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
@@ -267,7 +268,7 @@ def concurrent_imports(pool: ThreadPoolExecutor, b: Backend,
 
 
 STORMS = [
-    pytest.param("23", "on_image_deletion", True, id="barbican23-on_image_deletion"),
+    pytest.param("23", "on_image_deletion", False, id="barbican23-on_image_deletion-kept"),
     pytest.param("23", None, False, id="barbican23-default-policy"),
     pytest.param("zed", "on_image_deletion", False, id="zed-on_image_deletion-kept"),
 ]
@@ -278,7 +279,7 @@ def test_storm(open_backend: Callable[[str, str | None], Backend], tmp_path: Pat
                era: str, policy: str | None, key_goes: bool) -> None:
     b = open_backend(era, policy)
     kek, tally = b.kek, Tally()
-    shared_delete_sent = era == "23" and policy == "on_image_deletion"
+    # the configured kek_id is never deleted, whatever the images' policy: no DELETE is sent
     with ThreadPoolExecutor(max_workers=2 * N) as pool:
         # Phase 1: N concurrent imports.
         first = stage(b, N)
@@ -322,8 +323,7 @@ def test_storm(open_backend: Callable[[str, str | None], Backend], tmp_path: Pat
         assert_exactly_once(log, kek, "DELETE", gone)
         removal_start = min(e.started for e in log if e.is_("DELETE", "consumer", kek))
         assert any(e.ended > removal_start for e in log if e.is_("POST", "consumer", kek))
-        # Refused by Barbican 1.2 (400: consumers remain); never sent otherwise.
-        assert secret_deletes(log, kek) == ([400] * len(gone) if shared_delete_sent else [])
+        assert secret_deletes(log, kek) == []
         survivors = kept + new
         assert b.consumers() == set(survivors)
         assert_decrypts(b, survivors, tmp_path)
@@ -338,17 +338,12 @@ def test_storm(open_backend: Callable[[str, str | None], Backend], tmp_path: Pat
     log = b.proxy.log()
     assert_exactly_once(log, kek, "POST", [])
     assert_exactly_once(log, kek, "DELETE", survivors)  # all 200: each before the key went
-    statuses = secret_deletes(log, kek)
-    if shared_delete_sent:
-        assert len(statuses) == len(survivors) and statuses.count(204) == 1, statuses
-        assert set(statuses) <= {204, 400, 404}, statuses
-    else:
-        assert statuses == []
+    assert secret_deletes(log, kek) == []
     assert b.key_exists() is not key_goes
     if not key_goes:
         assert b.consumers() == set()
-    if era != "23":
-        assert "cannot delete it without racing concurrent imports" in b.glance.log_text()
+    if policy == "on_image_deletion":
+        assert "([image_encryption] kek_id)" in b.glance.log_text()
     tally.deletes += len(survivors)
     tally.add(b)
     print(f"\n[{era} {policy or 'default'}] imports={tally.imports} deletes={tally.deletes} "
@@ -370,12 +365,11 @@ def import_alone(b: Backend) -> str:
 @pytest.mark.parametrize("era", ["23", "zed", "yoga"])
 def test_a_registration_inside_the_delete_window_never_loses_its_key(
         open_backend: Callable[[str, str | None], Backend], tmp_path: Path, era: str) -> None:
-    """Image A's delete hook wants to delete the shared key (A was its last consumer).
+    """Image A (policy on_image_deletion) was the last consumer of the configured shared key.
 
-    Its secret DELETE, if it sends one, is held until image B's import has registered on the
-    key: B's registration lands after the hook decided "no consumers left". The unfixed
-    hook on zed/yoga sent that DELETE and Barbican took B's key with it; now it sends none
-    there, and on Barbican 23 the DELETE is refused (400). Either way B decrypts.
+    A secret DELETE, if the hook sent one, would be held until image B's import registered
+    on the key. The hook before issue 11 sent it (zed/yoga: Barbican took B's key with it;
+    23: refused, 400); the configured kek_id is now never deleted, so none is sent. B decrypts.
     """
     b = open_backend(era, "on_image_deletion")
     a = import_alone(b)
@@ -401,44 +395,24 @@ def test_a_registration_inside_the_delete_window_never_loses_its_key(
     assert_active(b, {image_b: result})  # B is active (the unfixed hook: with no key)
     assert_decrypts(b, [image_b], tmp_path)
     assert b.consumers() == {image_b}
-    statuses = secret_deletes(b.proxy.log(), b.kek)
-    if era == "23":
-        assert pending.is_set() and statuses == [400]  # the interleaving happened; refused
-    else:
-        assert statuses == [], "a non-atomic delete of a shared key was attempted"
-        assert "cannot delete it without racing concurrent imports" in b.glance.log_text()
+    assert secret_deletes(b.proxy.log(), b.kek) == [], "the configured key's delete was sent"
+    assert "([image_encryption] kek_id)" in b.glance.log_text()
 
 
-def test_an_import_registering_on_a_key_just_deleted_fails_cleanly(
+def test_an_import_racing_the_delete_hook_of_the_configured_key_keeps_its_key(
         open_backend: Callable[[str, str | None], Backend]) -> None:
-    """B fetched the key; its registration is held until A's delete hook deleted the key."""
+    """B imports while A's delete hook runs: the configured key stays, B is registered on it."""
     b = open_backend("23", "on_image_deletion")
     a = import_alone(b)
     [image_b] = stage(b, 1)
     b.proxy.clear()
-    waiting, key_gone = threading.Event(), threading.Event()
-
-    def before(e: Exchange) -> None:
-        if e.is_("POST", "consumer", b.kek) and e.resource_id == image_b:
-            waiting.set()
-            assert key_gone.wait(HOLD), "A's hook never deleted the key"
-
-    def after(e: Exchange) -> None:
-        if e.is_("DELETE", "secret", b.kek) and e.status == 204:
-            key_gone.set()
-
-    with ThreadPoolExecutor(max_workers=1) as pool, b.proxy.hooks(before, after):
+    with ThreadPoolExecutor(max_workers=1) as pool:
         importing = pool.submit(import_one, b, image_b)
-        assert waiting.wait(HOLD), "B's import never tried to register"
         delete_one(b, a)
         result = importing.result()
-    log = b.proxy.log()
-    assert [e.status for e in log if e.is_("POST", "consumer", b.kek)] == [404]
-    assert (result.status, result.task_status) == ("queued", "failure")
-    assert "could not be encrypted" in result.task_message, result.task_message
-    assert not any(name.startswith("os_encrypt_") for name in result.image)
-    assert not (b.glance.store_dir / image_b).exists()
-    assert not b.key_exists()
+    assert_active(b, {image_b: result})
+    assert secret_deletes(b.proxy.log(), b.kek) == []
+    assert b.key_exists() and b.consumers() == {image_b}
 
 
 # --- the fix without Glance -----------------------------------------------------------------------
@@ -451,9 +425,9 @@ def test_below_1_2_the_delete_hook_keeps_a_shared_key_and_still_deletes_a_per_im
         km = connect(url=mock.url, project_id=PROJECT, backoff=0)
         assert km.delete_is_atomic is atomic
         outcomes: dict[str, lifecycle.Outcome | None] = {}
-        for name in ("img-crypt-shared-kek", f"{props.PER_IMAGE_KEY_PREFIX}x"):
-            key_id = km.create_key(name)
+        for name in ("img-crypt-shared-kek", naming.PER_IMAGE_KEY_PREFIX):
             image_id = str(uuid.uuid4())
+            key_id = km.create_key(name if "shared" in name else f"{name}{image_id}")
             km.add_consumer(key_id, Consumer("image", "image", image_id))
             image = {"id": image_id, "owner": PROJECT, "properties": {
                 props.KEY_ID: key_id, props.DELETION_POLICY: props.ON_IMAGE_DELETION}}

@@ -69,6 +69,7 @@ from img_crypt.envelope import inspect as inspect_header
 from img_crypt.glance import listener, notifier, opts, plugin
 from img_crypt.glance import properties as props
 from img_crypt.keys import connect as connect_module
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
@@ -617,7 +618,7 @@ def test_plugin_with_a_per_image_key(mock: MockBarbican, fault: str, tmp_path: P
         assert imp.error is None, repr(imp.error)
         [(key_id, (name, consumers))] = change.new.items()
         assert change == Diff(new={key_id: (name, frozenset({image_consumer(imp.image_id)}))})
-        assert (name or "").startswith(f"{props.PER_IMAGE_KEY_PREFIX}{imp.image_id}")
+        assert (name or "").startswith(f"{naming.PER_IMAGE_KEY_PREFIX}{imp.image_id}")
         assert imp.repo.image.extra_properties[props.KEY_ID] == key_id
         assert imp.staging_files() == [f"{imp.image_id}.img-crypt"]  # no plaintext staged
         assert imp.store.exists()
@@ -626,7 +627,7 @@ def test_plugin_with_a_per_image_key(mock: MockBarbican, fault: str, tmp_path: P
     if fault == "register/down":  # Barbican went down after the key was made: what stays is
         [(key_id, (name, consumers))] = change.new.items()  # a per-image key with no consumer,
         assert consumers == frozenset() and change.orders == 0  # which reconcile deletes
-        assert (name or "").startswith(f"{props.PER_IMAGE_KEY_PREFIX}{imp.image_id}")
+        assert (name or "").startswith(f"{naming.PER_IMAGE_KEY_PREFIX}{imp.image_id}")
         return
     assert change == left_on_failure(fault), change
 
@@ -711,7 +712,7 @@ def test_delete_hook_with_a_per_image_key(mock: MockBarbican, fault: str,
                                           endpoint: listener.DeleteEndpoint) -> None:
     image_id = str(uuid.uuid4())
     km = manager(mock)
-    key_id = km.create_key(f"{props.PER_IMAGE_KEY_PREFIX}{image_id}")
+    key_id = km.create_key(f"{naming.PER_IMAGE_KEY_PREFIX}{image_id}")
     km.add_consumer(key_id, Consumer(SERVICE, "image", image_id))
     before, since = state(mock), len(mock.requests_log())
     inject(mock, fault)

@@ -28,6 +28,7 @@ from img_crypt.errors import KeyManagerError, UnavailableError
 from img_crypt.glance import keys as glance_keys
 from img_crypt.glance import lifecycle, listener, notifier, opts
 from img_crypt.glance import properties as props
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
@@ -104,7 +105,7 @@ def encrypted_image(manager: KeyManager, policy: str | None = "on_image_deletion
                     key_id: str | None = None, register: bool = True) -> dict[str, Any]:
     """An image.delete payload of an image the plugin encrypted (its consumer registered)."""
     image_id = str(uuid.uuid4())
-    key_id = key_id or manager.create_key(f"{props.PER_IMAGE_KEY_PREFIX}{image_id}")
+    key_id = key_id or manager.create_key(f"{naming.PER_IMAGE_KEY_PREFIX}{image_id}")
     if register:
         manager.add_consumer(key_id, consumer(image_id))
     properties = {props.FORMAT: props.FORMAT_NAME, props.KEY_ID: key_id}
@@ -191,7 +192,7 @@ def test_a_repeated_notification_deletes_the_images_own_per_image_key(backend: B
     assert not backend.key_exists(key_id)
 
 
-@pytest.mark.parametrize("name", ["shared", f"{props.PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}",
+@pytest.mark.parametrize("name", ["shared", f"{naming.PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}",
                                   "img-crypt-kept-{image}", "{image}"])
 def test_a_repeated_notification_never_deletes_a_key_not_made_for_this_image(
         backend: Backend, name: str) -> None:
@@ -336,6 +337,44 @@ def test_the_notifier_driver_swallows_even_unexpected_errors(
     with caplog.at_level(logging.ERROR, logger="img_crypt.glance.notifier"):
         notify(driver, "image.delete", {"properties": {props.KEY_ID: str(uuid.uuid4())}})
     assert any(r.name == "img_crypt.glance.notifier" and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("policy", ["on_image_deletion", "True", "do_not_delete"])
+def test_the_notifier_driver_never_deletes_the_configured_kek_whatever_the_image_claims(
+        mock: MockBarbican, policy: str) -> None:
+    """Properties are claims, configuration is authority: the shared kek_id stays."""
+    manager = connect(url=mock.url, project_id=PROJECT, backoff=0)
+    kek = manager.create_key("shared")
+    image = encrypted_image(manager, policy, key_id=kek)
+    driver = notifier.ImageDeleteDriver(
+        glance_conf(mock.url, key_manager_auth="noauth", kek_id=kek), ["notifications"], None)
+    notify(driver, "image.delete", image)
+    assert mock.consumers(kek) == []  # the consumer still goes
+    assert [s["id"] for s in mock.secrets()] == [kek]
+
+
+def test_the_configured_kek_survives_even_when_named_like_the_images_own_key(
+        backend: Backend) -> None:
+    """Neither a first delivery nor a redelivery deletes a configured key."""
+    image = encrypted_image(backend.manager)
+    kek = image["properties"][props.KEY_ID]
+    for _ in range(2):
+        outcome = lifecycle.on_image_delete(image, backend.manager_for, service=SERVICE,
+                                            configured=[kek])
+        assert outcome is not None and not outcome.key_deleted
+        assert "kek_id" in outcome.note
+    assert backend.key_exists(kek) and backend.consumer_ids(kek) == []
+
+
+def test_the_listener_never_deletes_the_configured_kek(mock: MockBarbican) -> None:
+    manager = connect(url=mock.url, project_id=PROJECT, backoff=0)
+    kek = manager.create_key("shared")
+    image = encrypted_image(manager, "on_image_deletion", key_id=kek)
+    endpoint = listener.DeleteEndpoint(glance_conf(mock.url, key_manager_auth="noauth",
+                                                   kek_id=kek))
+    assert endpoint.info({}, "image.host", "image.delete", image, {}) == \
+        oslo_messaging.NotificationResult.HANDLED
+    assert mock.consumers(kek) == [] and [s["id"] for s in mock.secrets()] == [kek]
 
 
 # --- img-crypt-listener -----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from img_crypt.envelope import Kek
 from img_crypt.errors import BindingError
 from img_crypt.glance import plugin
 from img_crypt.glance import properties as props
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
@@ -204,7 +205,7 @@ def test_a_per_image_key_with_policy_do_not_delete_is_kept_with_the_image(
     [(key_id, name)] = backend.keys().items()
     assert imp.image.extra_properties[props.DELETION_POLICY] == "do_not_delete"
     assert imp.image.extra_properties[props.KEY_ID] == key_id
-    assert name is not None and not name.startswith(props.PER_IMAGE_KEY_PREFIX)
+    assert name is not None and not name.startswith(naming.PER_IMAGE_KEY_PREFIX)
     assert len(backend.consumers(key_id)) == 1
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,14 @@ import requests
 import responses
 
 from barbican_mock import MockBarbican
+from img_crypt.cli.commands import grace_period
 from img_crypt.errors import UnavailableError
-from img_crypt.glance.properties import PER_IMAGE_KEY_PREFIX
+from img_crypt.glance.images import GlanceError, GlanceImages
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
+from img_crypt.keys.naming import PER_IMAGE_KEY_PREFIX, image_of_key, per_image_key_name
 from img_crypt.reconcile import (
-    GlanceError,
-    GlanceImages,
     ImageState,
     KeptKey,
     RemovedConsumer,
@@ -38,9 +40,12 @@ from img_crypt.reconcile import (
     UnknownImage,
     reconcile,
 )
+from img_crypt.retention import DEFAULT_GRACE
 from tests.support.cli import cli
 
 EXISTS, GONE, UNKNOWN = ImageState.EXISTS, ImageState.GONE, ImageState.UNKNOWN
+LATER = datetime.now(UTC) + timedelta(days=30)
+"""A reconcile run this far ahead sees every record made by a test as past its grace period."""
 
 
 def new_id() -> str:
@@ -87,7 +92,7 @@ def keys(store: LocalKeyStore) -> set[str]:
 
 def run(store: LocalKeyStore, glance: Callable[[str], ImageState], *,
         dry_run: bool = False, service: str = "image") -> Report:
-    return reconcile(store, glance, service=service, dry_run=dry_run)
+    return reconcile(store, glance, service=service, dry_run=dry_run, now=LATER)
 
 
 # --- reconcile() -----------------------------------------------------------------------------
@@ -194,7 +199,7 @@ def test_a_new_consumer_during_the_run_keeps_the_key(tmp_path: Path) -> None:
     key = per_image_key(store, gone)
     report = run(store, FakeGlance({gone: GONE}))
     assert report.removed == [RemovedConsumer(key, gone)] and report.deleted == []
-    assert report.kept == [KeptKey(key, "a new consumer appeared; not deleted")]
+    assert report.kept == [KeptKey(key, "other consumers remain")]
     assert store.list_consumers(key) == [newcomer]
 
 
@@ -242,7 +247,7 @@ def test_a_key_manager_error_ends_the_run_and_leaves_the_partial_report(
     glance.hook = fail_on_second
     report = Report()
     with pytest.raises(UnavailableError):
-        reconcile(store, glance, service="image", dry_run=False, report=report)
+        reconcile(store, glance, service="image", dry_run=False, report=report, now=LATER)
     assert report.removed == [RemovedConsumer(key, first)] and report.deleted == [key]
     assert report.checked == 2
     assert json.loads(json.dumps(report.as_dict()))["deleted"] == [key]
@@ -474,8 +479,8 @@ def scene(mock: MockBarbican, stub_glance: StubGlance) -> Scene:
 
 
 def options(mock: MockBarbican, glance: StubGlance) -> list[str]:
-    return ["--key-manager", "barbican", "--barbican-url", mock.url, "--project-id", "p",
-            "--glance-url", glance.url]
+    return ["--grace-period", "0", "--key-manager", "barbican", "--barbican-url", mock.url,
+            "--project-id", "p", "--glance-url", glance.url]
 
 
 def state(mock: MockBarbican) -> dict[str, list[str]]:
@@ -585,7 +590,8 @@ def test_cli_reconcile_with_the_local_store_and_env_glance_url(
     gone = new_id()
     key = per_image_key(store, gone)
     monkeypatch.setenv("IMG_CRYPT_GLANCE_URL", stub_glance.url)
-    result = cli("reconcile", "--key-store", str(store.path), "--project-id", "p")
+    result = cli("reconcile", "--key-store", str(store.path), "--project-id", "p",
+                 "--grace-period", "0")
     assert result.code == 0, result.err
     assert f"deleted key {key}" in result.out.splitlines()
     assert store.list_keys() == []
@@ -596,14 +602,15 @@ def test_cli_reconcile_with_the_local_store_and_env_glance_url(
 
 def orphan(store: LocalKeyStore, image_id: str) -> str:
     """A per-image key whose consumer is already gone (a half-finished delete or import)."""
-    return key_with(store, f"{PER_IMAGE_KEY_PREFIX}{image_id}-0123456789ab")
+    return key_with(store, f"{PER_IMAGE_KEY_PREFIX}{image_id}")
 
 
 def test_a_per_image_key_without_consumers_goes_once_its_image_is_gone(
         store: LocalKeyStore) -> None:
     gone, live = new_id(), new_id()
     gone_key, live_key = orphan(store, gone), orphan(store, live)
-    report = reconcile(store, FakeGlance({gone: GONE}), service="image", dry_run=False)
+    report = reconcile(store, FakeGlance({gone: GONE}), service="image", dry_run=False,
+                       now=LATER)
     assert report.deleted == [gone_key] and report.decided
     assert {k.key_id for k in store.list_keys()} == {live_key}
 
@@ -612,7 +619,8 @@ def test_a_per_image_key_without_consumers_is_kept_while_its_image_is_unknown(
         store: LocalKeyStore) -> None:
     image_id = new_id()
     key_id = orphan(store, image_id)
-    report = reconcile(store, FakeGlance({image_id: UNKNOWN}), service="image", dry_run=False)
+    report = reconcile(store, FakeGlance({image_id: UNKNOWN}), service="image", dry_run=False,
+                       now=LATER)
     assert report.unknown == [UnknownImage(image_id, key_id)] and not report.decided
     assert report.deleted == [] and [k.key_id for k in store.list_keys()] == [key_id]
 
@@ -620,7 +628,8 @@ def test_a_per_image_key_without_consumers_is_kept_while_its_image_is_unknown(
 def test_an_orphan_per_image_key_is_only_reported_in_a_dry_run(store: LocalKeyStore) -> None:
     image_id = new_id()
     key_id = orphan(store, image_id)
-    report = reconcile(store, FakeGlance({image_id: GONE}), service="image", dry_run=True)
+    report = reconcile(store, FakeGlance({image_id: GONE}), service="image", dry_run=True,
+                       now=LATER)
     assert report.deleted == [key_id]
     assert [k.key_id for k in store.list_keys()] == [key_id]
 
@@ -630,5 +639,190 @@ def test_other_keys_without_consumers_are_not_even_looked_up(store: LocalKeyStor
                                                              name: str | None) -> None:
     key_with(store, name)
     glance = FakeGlance()
-    report = reconcile(store, glance, service="image", dry_run=False)
+    report = reconcile(store, glance, service="image", dry_run=False, now=LATER)
     assert glance.asked == [] and report.deleted == []
+
+
+# --- the grace period: images that do not exist *yet* ----------------------------------------
+
+def test_a_young_consumer_of_an_image_glance_does_not_have_yet_is_left_alone(
+        store: LocalKeyStore) -> None:
+    """The client flow: encrypt --image-id X registers X before `image create --id X`."""
+    future = new_id()
+    key = per_image_key(store, future)
+    report = reconcile(store, FakeGlance({future: GONE}), service="image", dry_run=False)
+    assert report.removed == [] and report.deleted == []
+    assert report.kept == [KeptKey(key, "1 consumer(s) younger than the grace period; its "
+                                        "image may not exist yet")]
+    assert store.list_consumers(key) == [image(future)]
+
+
+def test_a_young_per_image_key_without_consumers_is_left_alone(store: LocalKeyStore) -> None:
+    future = new_id()
+    key = orphan(store, future)
+    glance = FakeGlance({future: GONE})
+    report = reconcile(store, glance, service="image", dry_run=False)
+    assert report.deleted == [] and keys(store) == {key}
+    assert glance.asked == []
+
+
+def test_records_go_once_older_than_the_grace_period(store: LocalKeyStore) -> None:
+    gone, orphaned = new_id(), new_id()
+    key, lone = per_image_key(store, gone), orphan(store, orphaned)
+    glance = FakeGlance({gone: GONE, orphaned: GONE})
+    soon = datetime.now(UTC) + timedelta(hours=35)
+    kept = reconcile(store, glance, service="image", dry_run=False, now=soon,
+                     grace=timedelta(hours=36))
+    assert kept.deleted == [] and keys(store) == {key, lone}
+    later = reconcile(store, glance, service="image", dry_run=False,
+                      now=soon + timedelta(hours=2), grace=timedelta(hours=36))
+    assert sorted(later.deleted) == sorted([key, lone]) and keys(store) == set()
+
+
+def test_a_consumer_record_without_a_time_counts_as_young(store: LocalKeyStore) -> None:
+    """Records written before the store kept ``created`` still read, and are kept."""
+    gone = new_id()
+    key = key_with(store, "backup")
+    record = store.path / f"{key}.consumers.json"
+    record.write_text(json.dumps({"key_id": key, "consumers": [image(gone).to_dict()]}))
+    record.chmod(0o600)
+    assert [c.created for c in store.list_consumers(key)] == [None]
+    report = run(store, FakeGlance({gone: GONE}))
+    assert report.removed == [] and store.list_consumers(key) == [image(gone)]
+
+
+def test_barbican_consumers_carry_the_time_they_were_last_registered(
+        mock: MockBarbican) -> None:
+    km = connect(url=mock.url, project_id="p")
+    img = new_id()
+    key = km.create_key("k")
+    mock.put_consumer(key, "image", "image", img, created="2020-01-01T00:00:00")
+    [old] = km.list_consumers(key)
+    assert old.created == datetime(2020, 1, 1, tzinfo=UTC)
+    km.remove_consumer(key, image(img))
+    km.add_consumer(key, image(img))  # Barbican revives the row: its created stays 2020
+    [again] = km.list_consumers(key)
+    assert again.created is not None and datetime.now(UTC) - again.created < timedelta(hours=1)
+
+
+def test_cli_the_client_flow_survives_a_reconcile_run_at_any_point(
+        stub_glance: StubGlance, mock: MockBarbican) -> None:
+    """keys create, encrypt --kek K --image-id X, reconcile, and only then image create X."""
+    barbican = ["--key-manager", "barbican", "--barbican-url", mock.url, "--project-id", "p"]
+    reconcile_args = ["reconcile", *barbican, "--glance-url", stub_glance.url]
+    future = new_id()
+    created = cli("keys", "create", "--name", f"{PER_IMAGE_KEY_PREFIX}{future}", *barbican)
+    key = created.out.strip()
+    assert cli(*reconcile_args).code == 0  # the key alone, named for the image to come
+    with tempfile.TemporaryDirectory() as work:
+        (Path(work) / "plain").write_bytes(b"x" * 1000)
+        enc = cli("encrypt", f"{work}/plain", f"{work}/plain.icr", "--kek", key,
+                  "--image-id", future, *barbican)
+        assert enc.code == 0, enc.err
+    result = cli(*reconcile_args)  # Glance answers 404: the image is not created yet
+    assert result.code == 0, result.err
+    assert state(mock) == {key: [future]}
+    assert "younger than the grace period" in result.out
+    stub_glance.live = {future}  # openstack image create --id X
+    assert cli(*reconcile_args, "--grace-period", "0").code == 0
+    assert state(mock) == {key: [future]}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("7d", timedelta(days=7)), ("36h", timedelta(hours=36)), ("90m", timedelta(minutes=90)),
+    ("45s", timedelta(seconds=45)), ("0", timedelta(0))])
+def test_grace_period_durations(text: str, expected: timedelta) -> None:
+    assert grace_period(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "7", "-1d", "7w", "1.5d", "d", "7 days"])
+def test_cli_a_bad_grace_period_is_a_usage_error(text: str, tmp_path: Path) -> None:
+    result = cli("reconcile", "--grace-period", text, "--key-store", str(tmp_path),
+                 "--glance-url", "http://127.0.0.1:9", "--project-id", "p")
+    assert result.code == 2 and "--grace-period" in result.err
+
+
+def test_the_default_grace_period_is_days() -> None:
+    assert timedelta(days=1) <= DEFAULT_GRACE
+
+
+# --- consumer records that break our assumptions; escaped output ------------------------------
+
+ESC = "\x1b[2J\u202e"
+
+
+@pytest.fixture
+def odd_key(mock: MockBarbican) -> str:
+    """A per-image key of a gone image with records no valid Consumer can hold, and a hostile
+    (but valid) one of another service."""
+    km = connect(url=mock.url, project_id="p")
+    gone = new_id()
+    key = km.create_key(f"{PER_IMAGE_KEY_PREFIX}{gone}")
+    km.add_consumer(key, image(gone))
+    mock.put_consumer(key, "image", "image", "x" * 40)
+    mock.put_consumer(key, "", "image", new_id())
+    mock.put_consumer(key, f"svc{ESC}", "volume", f"v{ESC}")
+    return key
+
+
+def test_cli_keys_consumers_reports_and_skips_unreadable_records(
+        mock: MockBarbican, odd_key: str) -> None:
+    result = cli("keys", "consumers", odd_key, "--key-manager", "barbican",
+                 "--barbican-url", mock.url, "--project-id", "p")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err and "\x1b" not in result.out + result.err
+    assert len(result.out.splitlines()) == 2  # the image and the hostile volume record
+    assert "svc\\x1b[2J\\u202e  volume  v\\x1b[2J\\u202e" in result.out
+    warnings = result.err.splitlines()
+    assert len(warnings) == 2 and all("skipped a consumer record" in w for w in warnings)
+    assert "resource_id must be" in warnings[0] and "x" * 40 in warnings[0]
+
+
+def test_cli_reconcile_reports_unreadable_records_and_keeps_their_key(
+        mock: MockBarbican, stub_glance: StubGlance, odd_key: str) -> None:
+    result = cli("reconcile", *options(mock, stub_glance))
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.out and "\u202e" not in result.out
+    assert sum("skipped a consumer record" in line for line in result.out.splitlines()) == 2
+    assert f"kept key {odd_key}: 3 consumer(s) remain" in result.out.splitlines()
+    assert odd_key in {s["id"] for s in mock.secrets()}
+    assert result.out.splitlines()[-1].endswith(", 2 record(s) skipped")
+
+
+def test_cli_reconcile_escapes_image_ids_it_prints(mock: MockBarbican,
+                                                   stub_glance: StubGlance) -> None:
+    km = connect(url=mock.url, project_id="p")
+    key = km.create_key("k")
+    mock.put_consumer(key, "image", "image", f"i{ESC}")
+    result = cli("reconcile", *options(mock, stub_glance))
+    assert result.code == 1
+    assert "unknown image i\\x1b[2J\\u202e: not a Glance image id (UUID)" in result.out
+    assert "\x1b" not in result.out and "\u202e" not in result.out
+
+
+# --- per-image key names ---------------------------------------------------------------------
+
+def test_barbican_reports_the_name_its_caller_gave_and_recognises_old_suffixed_keys(
+        mock: MockBarbican) -> None:
+    km = connect(url=mock.url, project_id="p")
+    img = new_id()
+    key = km.create_key(f"{PER_IMAGE_KEY_PREFIX}{img}")
+    [stored] = mock.secrets()
+    assert stored["name"].startswith(f"{PER_IMAGE_KEY_PREFIX}{img}-")  # the adapter's suffix
+    assert km.key_info(key).name == f"{PER_IMAGE_KEY_PREFIX}{img}"
+    assert [k.name for k in km.list_keys()] == [f"{PER_IMAGE_KEY_PREFIX}{img}"]
+    assert image_of_key(km.key_info(key).name) == img
+
+
+@pytest.mark.parametrize("name", [None, "", "backup", f"{PER_IMAGE_KEY_PREFIX}not-a-uuid",
+                                  f"{PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}-0123456789ab",
+                                  f"{PER_IMAGE_KEY_PREFIX}{uuid.UUID(int=1)}x",
+                                  f"img-crypt-kept-{uuid.UUID(int=1)}"])
+def test_only_exact_per_image_names_name_an_image(name: str | None) -> None:
+    assert image_of_key(name) is None
+
+
+def test_per_image_key_names_round_trip() -> None:
+    img = new_id()
+    assert image_of_key(per_image_key_name(img, delete_with_image=True)) == img
+    assert image_of_key(per_image_key_name(img, delete_with_image=False)) is None

@@ -92,6 +92,7 @@ from img_crypt.glance import keys as glance_keys
 from img_crypt.glance import lifecycle, notifier
 from img_crypt.glance import properties as props
 from img_crypt.keys import connect as connect_module
+from img_crypt.keys import naming
 from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
@@ -695,7 +696,7 @@ def test_plugin_failures_log_no_key(watch: Watch, mock_target: Target, tmp_path:
 
 def encrypted_image(manager: KeyManager) -> dict[str, Any]:
     image_id = str(uuid.uuid4())
-    key_id = manager.create_key(f"{props.PER_IMAGE_KEY_PREFIX}{image_id}")
+    key_id = manager.create_key(f"{naming.PER_IMAGE_KEY_PREFIX}{image_id}")
     manager.get_key(key_id)
     manager.add_consumer(key_id, Consumer(service="image", resource_type="image",
                                           resource_id=image_id))

@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    common: argparse.ArgumentParser) -> None:
     from img_crypt.cli import commands as c
+    from img_crypt.retention import DEFAULT_GRACE
 
     p = sub.add_parser("reconcile", parents=[common],
                        help="remove the consumers of deleted images, and the per-image keys "
@@ -115,6 +116,11 @@ def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
     p.add_argument("--dry-run", action="store_true", help="report what would be done; "
                    "change nothing")
+    p.add_argument("--grace-period", type=c.grace_period, default=DEFAULT_GRACE,
+                   metavar="DURATION",
+                   help="leave consumers and per-image keys younger than this (e.g. 7d, 36h, "
+                        "90m; default 7d): their image may not exist yet, as when a client "
+                        "encrypts with --image-id before it creates the image")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=c.reconcile)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import uuid
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from img_crypt import envelope
@@ -16,7 +18,7 @@ from img_crypt.cli.text import printable
 from img_crypt.enrollment import Enrollment, KeyRef, NewKey, release
 from img_crypt.errors import UsageError
 from img_crypt.format import Header
-from img_crypt.keys.base import Consumer, KeyManager
+from img_crypt.keys.base import Consumer, KeyManager, unreadable_consumers
 
 if TYPE_CHECKING:
     from img_crypt.reconcile import Report
@@ -235,34 +237,55 @@ def keys_delete(args: argparse.Namespace) -> int:
 
 
 def keys_consumers(args: argparse.Namespace) -> int:
-    """List the consumers (images) of a KEK."""
+    """List the consumers (images) of a KEK; records we cannot read are reported and skipped."""
     consumers = Managers(args).selected().list_consumers(args.key_id)
+    unreadable = unreadable_consumers(consumers)
+    for u in unreadable:
+        print(f"img-crypt: warning: skipped a consumer record of key {printable(args.key_id)}: "
+              f"{printable(u.reason)}: {printable(json.dumps(u.record))}", file=sys.stderr)
     if args.json:
-        print(json.dumps([c.to_dict() for c in consumers], indent=2))
+        print(json.dumps([c.to_dict() | {"created": _when(c.created)} for c in consumers],
+                         indent=2))
         return 0
     for c in consumers:
-        print(f"{c.service}  {c.resource_type}  {c.resource_id}")
+        print(printable(f"{c.service}  {c.resource_type}  {c.resource_id}  "
+                        f"{_when(c.created) or '-'}"))
     return 0
+
+
+def _when(created: datetime | None) -> str | None:
+    return created.isoformat(timespec="seconds") if created else None
+
+
+def grace_period(text: str) -> timedelta:
+    """Parse a duration such as ``7d``, ``36h``, ``90m`` or ``0`` (for ``--grace-period``)."""
+    found = re.fullmatch(r"\s*(\d{1,6})\s*([dhms]?)\s*", text)
+    if found is None or (not found[2] and found[1] != "0"):
+        raise argparse.ArgumentTypeError(f"not a duration like 7d, 36h or 90m: {text!r}")
+    unit = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "": "seconds"}[found[2]]
+    return timedelta(**{unit: int(found[1])})
 
 
 def reconcile(args: argparse.Namespace) -> int:
     """Remove image consumers whose image Glance no longer has; delete per-image keys left empty.
 
-    Exit code 1 when the state of some image was unknown: nothing was removed from its keys.
+    Records younger than --grace-period are kept. Exit code 1 when the state of some image was
+    unknown: nothing was removed from its keys.
     """
     from img_crypt import reconcile as rc
+    from img_crypt.glance.images import GlanceImages
 
     if args.glance_url:
         if not args.project_id:
             raise UsageError("--glance-url needs --project-id (or OS_PROJECT_ID)")
-        glance = rc.GlanceImages.noauth(args.glance_url, args.project_id)
+        glance = GlanceImages.noauth(args.glance_url, args.project_id)
     else:
-        glance = rc.GlanceImages.from_cloud(args.os_cloud)
+        glance = GlanceImages.from_cloud(args.os_cloud)
     glance.check()  # a wrong URL must not make every image look deleted
     report = rc.Report()
     try:
         rc.reconcile(Managers(args).selected(), glance, service=args.consumer_service,
-                     dry_run=args.dry_run, report=report)
+                     dry_run=args.dry_run, report=report, grace=args.grace_period)
     except BaseException:
         _show_reconcile(args, report, glance.problems, complete=False)
         raise
@@ -272,7 +295,10 @@ def reconcile(args: argparse.Namespace) -> int:
 
 def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str, str], *,
                     complete: bool) -> None:
-    """Print the report: one line per action and a summary, or JSON."""
+    """Print the report: one line per action and a summary, or JSON.
+
+    Key ids, image ids and reasons come from Barbican and Glance: every line is escaped.
+    """
     if args.json:
         doc = {**report.as_dict(), "complete": complete, "decided": report.decided}
         doc["unknown"] = [{**u, "reason": problems.get(u["image_id"], "")}
@@ -280,18 +306,21 @@ def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str
         print(json.dumps(doc, indent=2))
         return
     dry = report.dry_run
-    for r in report.removed:
-        print(f"{'would remove' if dry else 'removed'} consumer image/{r.image_id} from key "
-              f"{r.key_id}{' (already removed)' if r.already_removed else ''}")
-    for key_id in report.deleted:
-        print(f"{'would delete' if dry else 'deleted'} key {key_id}")
-    for kept in report.kept:
-        print(f"kept key {kept.key_id}: {kept.reason}")
-    for image in dict.fromkeys(u.image_id for u in report.unknown):
-        print(f"unknown image {image}: {problems.get(image, 'no answer')}")
+    lines = [f"{'would remove' if dry else 'removed'} consumer image/{r.image_id} from key "
+             f"{r.key_id}{' (already removed)' if r.already_removed else ''}"
+             for r in report.removed]
+    lines += [f"{'would delete' if dry else 'deleted'} key {key_id}"
+              for key_id in report.deleted]
+    lines += [f"kept key {kept.key_id}: {kept.reason}" for kept in report.kept]
+    lines += [f"skipped a consumer record of key {s.key_id}: {s.reason}: {json.dumps(s.record)}"
+              for s in report.skipped]
+    unknown = dict.fromkeys(u.image_id for u in report.unknown)
+    lines += [f"unknown image {image}: {problems.get(image, 'no answer')}" for image in unknown]
+    for line in lines:
+        print(printable(line))
     state = "" if complete else ", stopped early"
     print(f"reconcile{' (dry run)' if dry else ''}{state}: {report.checked} key(s) checked, "
           f"{len(report.removed)} consumer(s) {'to remove' if dry else 'removed'}, "
           f"{len(report.deleted)} key(s) {'to delete' if dry else 'deleted'}, "
-          f"{len(report.kept)} kept, {len(dict.fromkeys(u.image_id for u in report.unknown))} "
-          f"image(s) unknown")
+          f"{len(report.kept)} kept, {len(unknown)} image(s) unknown"
+          f"{f', {len(report.skipped)} record(s) skipped' if report.skipped else ''}")

@@ -23,9 +23,14 @@ LOG = logging.getLogger("img_crypt.glance.notifier")
 
 
 def handle_delete(conf: cfg.ConfigOpts, payload: dict[str, Any]) -> None:
-    """Run the delete handler with the service credentials of ``conf``; log the outcome."""
+    """Run the delete handler with the service credentials of ``conf``; log the outcome.
+
+    The configured ``kek_id`` is never deleted, whatever the image's properties claim.
+    """
+    group = conf[GROUP]
     outcome = on_image_delete(payload, lambda owner: for_owner(conf, owner),
-                              service=conf[GROUP].consumer_service)
+                              service=group.consumer_service,
+                              configured=[group.kek_id] if group.kek_id else [])
     if outcome is not None:
         LOG.info("image %s deleted: consumer removed from key %s: %s; key deleted: %s%s",
                  outcome.image_id, outcome.key_id, outcome.consumer_removed,

@@ -28,6 +28,7 @@ from img_crypt.glance import staged
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer
+from img_crypt.keys.naming import per_image_key_name
 
 LOG = logging.getLogger("img_crypt.glance.plugin")
 
@@ -127,7 +128,9 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         manager = self.key_manager(self.conf, self.context)
         done.enrollment = enrolled = Enrollment(manager)
         key_id = enrolled.key(group.kek_id or
-                              NewKey(props.per_image_key_name(self.image_id, policy)))
+                              NewKey(per_image_key_name(
+                                  self.image_id,
+                                  delete_with_image=policy == props.ON_IMAGE_DELETION)))
         kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
         enrolled.register(consumer, [key_id])
         done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))

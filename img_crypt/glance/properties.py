@@ -6,7 +6,6 @@ of them. Names follow the upstream "standardized image encryption" specs (see th
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Literal
 
@@ -28,25 +27,6 @@ ENCRYPTED_CONTAINER_FORMAT = "encrypted"
 Policy = Literal["on_image_deletion", "do_not_delete"]
 ON_IMAGE_DELETION: Policy = "on_image_deletion"
 DO_NOT_DELETE: Policy = "do_not_delete"
-
-PER_IMAGE_KEY_PREFIX = "img-crypt-image-"
-"""Names of KEKs the plugin made for one image and may delete with it (reconcile reads it)."""
-
-
-def image_of_key(name: str | None) -> str | None:
-    """The image id in a per-image key's name; None for any other name.
-
-    The name is ``img-crypt-image-<uuid>``, plus the ``-<hex>`` suffix the Barbican adapter
-    adds to find a half-created key.
-    """
-    if not (name or "").startswith(PER_IMAGE_KEY_PREFIX):
-        return None
-    candidate = (name or "")[len(PER_IMAGE_KEY_PREFIX):][:36]
-    try:
-        return str(uuid.UUID(candidate))
-    except ValueError:
-        return None
-
 
 def is_encrypted(properties: Mapping[str, object]) -> bool:
     """True when the image says it is encrypted: ``os_encrypt_format`` is set."""
@@ -83,9 +63,3 @@ def encrypted_properties(*, header_size: int, key_id: str, policy: Policy,
         DECRYPT_SIZE: str(plaintext_size),
         HEADER_LENGTH: str(header_size),
     }
-
-
-def per_image_key_name(image_id: str, policy: Policy) -> str:
-    """The name of a KEK made for one image; it records whether it goes with the image."""
-    return f"{PER_IMAGE_KEY_PREFIX}{image_id}" if policy == ON_IMAGE_DELETION \
-        else f"img-crypt-kept-{image_id}"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets as rnd
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -27,18 +29,29 @@ from img_crypt.errors import (
     ConsumersUnsupportedError,
     CredentialsError,
     ForbiddenError,
+    ImgCryptError,
     KeyHasConsumersError,
     KeyManagerError,
     KeyNotFoundError,
     UnavailableError,
 )
 from img_crypt.keys._barbican_http import Era, Http
-from img_crypt.keys.base import KEK_BYTES, Consumer, KeyInfo, KeyManager
+from img_crypt.keys.base import (
+    KEK_BYTES,
+    Consumer,
+    ConsumerList,
+    KeyInfo,
+    KeyManager,
+    UnreadableConsumer,
+)
 
 LOG = logging.getLogger("img_crypt.barbican")
 ConsumerPolicy = Literal["required", "best_effort"]
 _PAGE = 100
 _BINARY = "application/octet-stream"
+_DEFAULT_NAME = "img-crypt-kek"
+_SUFFIX_HEX = 12
+_SUFFIX = re.compile(rf"-[0-9a-f]{{{_SUFFIX_HEX}}}\Z")
 
 
 class BarbicanKeyManager(KeyManager):
@@ -82,7 +95,7 @@ class BarbicanKeyManager(KeyManager):
 
     def create_key(self, name: str | None = None) -> str:
         """Generate a KEK server-side through an order; store a local one if orders fail."""
-        label = f"{name or 'img-crypt-kek'}-{uuid.uuid4().hex[:12]}"
+        label = _label(name)
         _ = self.client  # discover and connect first: a failure here created nothing
         try:
             ref = self._order_key(label)
@@ -179,7 +192,7 @@ class BarbicanKeyManager(KeyManager):
 
         def fetch() -> KeyInfo:
             secret = self.client.secrets.get(ref)
-            return KeyInfo(key_id=ref, name=secret.name, created=secret.created,
+            return KeyInfo(key_id=ref, name=_given_name(secret.name), created=secret.created,
                            consumers=len(getattr(secret, "consumers", None) or []))
 
         return self.http.call(f"fetch key {ref}", fetch)
@@ -216,7 +229,7 @@ class BarbicanKeyManager(KeyManager):
         while True:
             page = self.http.call("list keys", partial(self.client.secrets.list, limit=_PAGE,
                                                        offset=len(infos)))
-            infos += [KeyInfo(key_id=_secret_id(s.secret_ref), name=s.name,
+            infos += [KeyInfo(key_id=_secret_id(s.secret_ref), name=_given_name(s.name),
                               created=s.created, consumers=len(s.consumers or []))
                       for s in page]
             if len(page) < _PAGE:
@@ -297,14 +310,21 @@ class BarbicanKeyManager(KeyManager):
     def list_consumers(self, key_id: str) -> list[Consumer]:
         """Every consumer of the key (all pages); [] on a pre-consumer server if best_effort."""
         ref = self._ref(key_id)
-        found: list[Consumer] = []
+        found = ConsumerList()
+        offset = 0
         try:
             while True:
                 page = self._consumer_call(
                     f"list the consumers of key {ref}", ref,
-                    partial(self._client_consumers, ref, len(found)),
-                    partial(self._rest_consumers, ref, len(found)))
-                found += [_consumer(c) for c in page]
+                    partial(self._client_consumers, ref, offset),
+                    partial(self._rest_consumers, ref, offset))
+                offset += len(page)
+                for raw in page:
+                    parsed = _consumer(raw)
+                    if isinstance(parsed, Consumer):
+                        found.append(parsed)
+                    else:
+                        found.unreadable.append(parsed)
                 if len(page) < _PAGE:
                     return found
         except ConsumersUnsupportedError as e:
@@ -314,14 +334,37 @@ class BarbicanKeyManager(KeyManager):
             raise KeyNotFoundError(f"key {ref} not found in Barbican") from None
 
 
-    def _client_consumers(self, ref: str, offset: int) -> list[dict[str, Any]]:
-        page = self.client.secrets.list_consumers(ref, limit=_PAGE, offset=offset)
-        return [vars(c) for c in page]
+    def _client_consumers(self, ref: str, offset: int) -> list[Any]:
+        # A direct GET at the client's microversion, not secrets.list_consumers: the client
+        # raises TypeError on a record with a missing field, losing the whole page.
+        return self._rest_consumers(ref, offset, self.era)
 
-    def _rest_consumers(self, ref: str, offset: int, era: Era) -> list[dict[str, Any]]:
+    def _rest_consumers(self, ref: str, offset: int, era: Era) -> list[Any]:
         body = self.http.rest("GET", f"secrets/{ref}/consumers", era,
                               params={"limit": _PAGE, "offset": offset})
-        return list(body["consumers"])
+        page = body.get("consumers") if isinstance(body, dict) else None
+        if not isinstance(page, list):
+            raise KeyManagerError(f"Barbican's consumer list of key {ref} is not a list")
+        return page
+
+
+def _label(name: str | None) -> str:
+    """The secret name of a key its caller names ``name``, made unique by a random suffix.
+
+    A create whose answer was lost finds (and deletes) what it left by this label.
+    """
+    return f"{name or _DEFAULT_NAME}-{uuid.uuid4().hex[:_SUFFIX_HEX]}"
+
+
+def _given_name(label: str | None) -> str | None:
+    """The name the caller gave: ``label`` without the suffix :func:`_label` adds.
+
+    Every name that ends like one (``-`` and 12 lowercase hex digits) loses it, keys made by
+    older versions included.
+    """
+    if label and _SUFFIX.search(label):
+        return label[:-_SUFFIX_HEX - 1]
+    return label
 
 
 def _secret_id(secret_ref: str) -> str:
@@ -329,9 +372,37 @@ def _secret_id(secret_ref: str) -> str:
     return secret_ref.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _consumer(raw: dict[str, Any]) -> Consumer:
-    return Consumer(service=raw["service"], resource_type=raw["resource_type"],
-                    resource_id=raw["resource_id"])
+def _consumer(raw: object) -> Consumer | UnreadableConsumer:
+    """One record of a consumer listing, or why it is not a consumer we can act on.
+
+    Its ``created`` is the later of Barbican's ``created`` and ``updated``: a consumer removed
+    and registered again is revived with its first ``created`` and a new ``updated``.
+    """
+    if not isinstance(raw, dict):
+        return UnreadableConsumer({}, "not a JSON object")
+    fields = {k: raw.get(k) for k in ("service", "resource_type", "resource_id")}
+    missing = [k for k, v in fields.items() if v is None]
+    if missing:
+        return UnreadableConsumer(raw, f"missing {', '.join(missing)}")
+    try:
+        return Consumer(service=raw["service"], resource_type=raw["resource_type"],
+                        resource_id=raw["resource_id"],
+                        created=_latest(raw.get("created"), raw.get("updated")))
+    except (ValueError, TypeError, ImgCryptError) as e:
+        return UnreadableConsumer(raw, str(e))
+
+
+def _latest(*stamps: object) -> datetime | None:
+    """The latest of Barbican's timestamps (naive ISO 8601 is UTC); None if none reads."""
+    times = []
+    for stamp in stamps:
+        try:
+            when = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+        except ValueError:
+            when = None
+        if when is not None:
+            times.append(when if when.tzinfo else when.replace(tzinfo=UTC))
+    return max(times, default=None)
 
 
 def _show(consumer: Consumer) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -27,6 +28,9 @@ class Consumer:
     service: str
     resource_type: str
     resource_id: str
+    created: datetime | None = field(default=None, compare=False)
+    """When the record was registered (None: the key manager did not say); not part of its
+    identity: two records of the same resource are the same consumer."""
 
     def __post_init__(self) -> None:
         for name, limit in _CONSUMER_LIMITS.items():
@@ -36,8 +40,35 @@ class Consumer:
                                         "characters")
 
     def to_dict(self) -> dict[str, str]:
-        """The three fields, as Barbican's consumer API and the key store spell them."""
-        return asdict(self)
+        """The three identifying fields, as Barbican's consumer API spells them."""
+        return {"service": self.service, "resource_type": self.resource_type,
+                "resource_id": self.resource_id}
+
+
+@dataclass(frozen=True)
+class UnreadableConsumer:
+    """A consumer record a key manager returned that is not a :class:`Consumer` we can use.
+
+    (A ``resource_id`` over 36 characters, a missing or empty field, ...) It still counts as
+    a consumer of its key: the key must not be deleted while it is there.
+    """
+
+    record: dict[str, Any]
+    reason: str
+
+
+class ConsumerList(list[Consumer]):
+    """What ``list_consumers`` may return: the consumers, and the records it had to skip."""
+
+    def __init__(self, consumers: Iterable[Consumer] = (),
+                 unreadable: list[UnreadableConsumer] | None = None) -> None:
+        super().__init__(consumers)
+        self.unreadable: list[UnreadableConsumer] = list(unreadable or [])
+
+
+def unreadable_consumers(consumers: list[Consumer]) -> list[UnreadableConsumer]:
+    """The records ``list_consumers`` skipped (none unless it returned a ConsumerList)."""
+    return consumers.unreadable if isinstance(consumers, ConsumerList) else []
 
 
 @dataclass(frozen=True)
@@ -109,4 +140,8 @@ class KeyManager(abc.ABC):
 
     @abc.abstractmethod
     def list_consumers(self, key_id: str) -> list[Consumer]:
-        """Return every consumer of ``key_id``."""
+        """Return every consumer of ``key_id``.
+
+        Records that are not a valid :class:`Consumer` are not raised about: they are left in
+        the ``unreadable`` list of a :class:`ConsumerList`.
+        """

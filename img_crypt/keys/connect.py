@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from img_crypt.clouds import session_and_endpoint
 from img_crypt.errors import CredentialsError, KeyManagerError, UsageError
 from img_crypt.keys.barbican import BarbicanKeyManager, ConsumerPolicy
+from img_crypt.keys.clouds import session_and_endpoint
 
 DEFAULT_TIMEOUT = 30.0
 

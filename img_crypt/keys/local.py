@@ -3,7 +3,8 @@
 Layout (directory mode 0700, files mode 0600; symlinked files are refused)::
 
     <dir>/<uuid>.key.json        KeyRecord: id, name, created (UTC), AES, 256, key (base64)
-    <dir>/<uuid>.consumers.json  ConsumerRecord: the key's consumers (absent means none)
+    <dir>/<uuid>.consumers.json  ConsumerRecord: the key's consumers (absent means none),
+                                 each with the time it was registered (older records: none)
     <dir>/.lock                  flock(2) guard of consumer read-modify-write and deletes
 
 Writes go to ``.<name>.<random>.tmp`` in the same directory (``O_EXCL``, mode 0600), are
@@ -17,12 +18,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import os
 import secrets
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,7 +86,7 @@ class KeyRecord:
     def to_json(self) -> bytes:
         """The record as written to disk."""
         return json.dumps({"id": self.id, "name": self.name,
-                           "created": self.created.isoformat().replace("+00:00", "Z"),
+                           "created": _stamp(self.created),
                            "algorithm": "AES", "bit_length": 256, "key": self.key},
                           separators=(",", ":")).encode()
 
@@ -93,11 +96,8 @@ class KeyRecord:
         data = _fields(raw, {"id": str, "name": (str, type(None)), "created": str,
                              "algorithm": str, "bit_length": int, "key": str})
         bad = [k for k, want in (("algorithm", "AES"), ("bit_length", 256)) if data[k] != want]
-        try:
-            created = datetime.fromisoformat(data["created"])
-        except ValueError:
-            created = None
-        if created is None or created.tzinfo is None:
+        created = _parse_stamp(data["created"])
+        if created is None:
             bad.append("created")
         if bad or created is None:
             raise _Corrupt(f"invalid field(s) {', '.join(bad)}")
@@ -113,19 +113,47 @@ class ConsumerRecord:
 
     def to_json(self) -> bytes:
         """The record as written to disk."""
-        return json.dumps({"key_id": self.key_id,
-                           "consumers": [c.to_dict() for c in self.consumers]},
+        consumers = [c.to_dict() | ({"created": _stamp(c.created)} if c.created else {})
+                     for c in self.consumers]
+        return json.dumps({"key_id": self.key_id, "consumers": consumers},
                           separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ConsumerRecord:
-        """Parse and check a record; ``_Corrupt`` names the offending fields only."""
+        """Parse and check a record; ``_Corrupt`` names the offending fields only.
+
+        A consumer without ``created`` (written before the store recorded it) reads as None.
+        """
         data = _fields(raw, {"key_id": str, "consumers": list})
         try:
-            consumers = [Consumer(**c) for c in data["consumers"]]
+            consumers = [_consumer(c) for c in data["consumers"]]
         except (TypeError, ValueError):
             raise _Corrupt("invalid field(s) consumers") from None
         return cls(key_id=data["key_id"], consumers=consumers)
+
+
+def _consumer(entry: dict[str, Any]) -> Consumer:
+    """One consumer of a ConsumerRecord; TypeError or ValueError when it is not one."""
+    fields = dict(entry)
+    stamp = fields.pop("created", None)
+    created = None if stamp is None else _parse_stamp(stamp)
+    if stamp is not None and created is None:
+        raise ValueError("invalid created")
+    return Consumer(**fields, created=created)
+
+
+def _stamp(when: datetime) -> str:
+    """A UTC time as the records spell it (ISO 8601, ``Z``)."""
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _parse_stamp(text: object) -> datetime | None:
+    """The time of a record field; None unless it is ISO 8601 text with a time zone."""
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def default_store_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -355,7 +383,9 @@ class LocalKeyStore(KeyManager):
             self._load_key(key_id)
             consumers = self._load_consumers(key_id)
             if consumer not in consumers:
-                self._save_consumers(key_id, [*consumers, consumer])
+                stamped = dataclasses.replace(consumer,
+                                              created=datetime.fromtimestamp(time.time(), UTC))
+                self._save_consumers(key_id, [*consumers, stamped])
 
     def remove_consumer(self, key_id: str, consumer: Consumer) -> None:
         """Remove ``consumer`` from ``key_id``; an unknown consumer is ``ConsumerNotFoundError``."""

@@ -1,7 +1,9 @@
 """clouds.yaml / ``OS_*`` credentials: a keystoneauth session and one service's endpoint.
 
-Shared by the Barbican connection and ``reconcile``'s Glance lookups; openstacksdk is imported
-only when this is called, so the local code paths never load it.
+Beside its first user, the Barbican connection (:mod:`img_crypt.keys.connect`); ``reconcile``'s
+Glance client (:mod:`img_crypt.glance.images`) borrows it for the image endpoint. Both are
+command-line paths: inside Glance credentials come from oslo.config instead. openstacksdk is
+imported only when this is called, so the local code paths never load it.
 """
 
 from __future__ import annotations
