@@ -60,7 +60,8 @@ def build_header(passphrase: bytes) -> tuple[bytes, bytes]:
 def _sectors(source: Source) -> Iterator[tuple[memoryview, bool]]:
     """Yield (whole sectors, is_padded_tail) from ``source``; a short tail is zero-padded."""
     carry = bytearray()
-    for view in source.views():
+    for piece in source.views():
+        view = piece
         if carry:
             take = min(SECTOR - len(carry), len(view))
             carry += view[:take]
