@@ -8,15 +8,18 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tracemalloc
 from collections.abc import Callable
 from typing import BinaryIO
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from img_crypt import luks
 from img_crypt.errors import AuthenticationError, FormatError
+from img_crypt.luks._sectors import SectorCipher
 from tests.support.sinks import ShortWriteSink
 
 PASS = b"5f" * 32  # a 64-character lowercase hex passphrase, as Cinder derives it
@@ -222,3 +225,46 @@ def test_non_promise_swapped_or_appended_sectors_are_not_detected() -> None:
     swapped = image[:PAYLOAD] + image[PAYLOAD + 512:PAYLOAD + 1024] + image[PAYLOAD:PAYLOAD + 512]
     assert open_(swapped[:PAYLOAD + 1024])[512:] != data[:512]  # garbage, and no error
     assert open_(image + image[PAYLOAD:PAYLOAD + 512])[:len(data)] == data
+
+
+# --- the sector cipher and memory ---------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=64, max_size=64).filter(lambda k: k[:32] != k[32:]),
+       sectors=st.integers(1, 9), first=st.integers(0, (1 << 64) - 10),
+       decrypt=st.booleans(), seed=st.binary(min_size=16, max_size=16))
+def test_bulk_sector_cipher_equals_cryptographys_xts_sector_by_sector(
+        key: bytes, sectors: int, first: int, decrypt: bool, seed: bytes) -> None:
+    data = (seed * 32 * sectors)[:512 * sectors]
+    data = bytes(b ^ (i % 251) for i, b in enumerate(data))
+    out = bytearray(len(data))
+    SectorCipher(key, decrypt=decrypt).run(data, first, out)
+    expected = b""
+    for i in range(sectors):
+        cipher = Cipher(algorithms.AES(key), modes.XTS((first + i).to_bytes(16, "little")))
+        ctx = cipher.decryptor() if decrypt else cipher.encryptor()
+        expected += ctx.update(data[512 * i:512 * (i + 1)]) + ctx.finalize()
+    assert bytes(out) == expected
+
+
+class Discard:
+    """A sink that keeps nothing, so only the writer's own memory is measured."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return len(data)
+
+
+def peak_memory_of_encrypting(size: int) -> int:
+    piece = bytes(64 * 1024)
+    tracemalloc.start()
+    try:
+        luks.encrypt((piece for _ in range(size // len(piece))), Discard(), PASS,
+                     read_size=256 * 1024)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_writer_runs_in_constant_memory() -> None:
+    small, large = peak_memory_of_encrypting(2 * MIB), peak_memory_of_encrypting(24 * MIB)
+    assert large < small + MIB // 2 and large < 4 * MIB
