@@ -23,6 +23,7 @@ from tests.support.luks_tools import (
     qemu_decrypt,
     qemu_encrypt,
     run,
+    tool,
 )
 
 MIB = 1 << 20
@@ -150,3 +151,8 @@ def test_our_reader_opens_a_qemu_img_luks_image_with_qemus_layout(tmp_path: Path
     info = luks.inspect(image.open("rb"))
     assert info.payload_offset != luks.PAYLOAD_OFFSET * 512  # qemu packs its slots tighter
     assert read_ours(image, size=len(data)) == data
+
+
+def test_a_missing_tool_fails_the_test_instead_of_skipping() -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"run scripts/setup\.sh --test"):
+        tool("qemu-img-that-does-not-exist")
