@@ -169,6 +169,25 @@ def test_headers_we_do_not_accept_are_one_line_format_errors(image: bytes, case:
         assert "\n" not in str(err.value)
 
 
+_ITERATION_FIELDS = {*range(164, 168), *range(SLOT + 4, SLOT + 8)}  # slow, not unsafe: see above
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 591).filter(lambda o: o not in _ITERATION_FIELDS),
+                                st.integers(0, 255)), min_size=1, max_size=6))
+def test_any_corrupt_header_is_refused_or_fails_authentication_never_crashes(
+        image: bytes, edits: list[tuple[int, int]]) -> None:
+    bad = bytearray(image)
+    for offset, value in edits:
+        bad[offset] = value
+    try:
+        luks.inspect(io.BytesIO(bytes(bad)))
+        out = open_(bytes(bad), size=1000)
+    except (FormatError, AuthenticationError):
+        return
+    assert out == bytes(range(250)) * 4  # only bytes no reader uses were changed
+
+
 def test_overlapping_active_key_slots_are_refused(image: bytes) -> None:
     second = patched(image, SLOT + 48, ">II32sII", 0x00AC71F3, 1000, bytes(32), 100, 4000)
     with pytest.raises(FormatError, match="overlaps"):
