@@ -47,7 +47,7 @@ if [ -n "$extra" ]; then
   fi
   # The LUKS1 interop tests (tests/test_luks_interop.py) need qemu-img and cryptsetup; they fail
   # (never skip) when these are missing, so a failed install is reported here.
-  if [ "$extra" = "[test]" ] && ! { command -v qemu-img && command -v cryptsetup; } >/dev/null 2>&1; then
+  if [ "$extra" = "[test]" ] && ! { command -v qemu-img && { command -v cryptsetup || [ -x /usr/sbin/cryptsetup ]; }; } >/dev/null 2>&1; then
     echo "setup: installing qemu-utils and cryptsetup-bin with apt-get (LUKS1 interop tests)" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq qemu-utils cryptsetup-bin >/dev/null; }; then
