@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install img-crypt into it; with --test, the test tools too;
 # with --bench, the benchmark's (tink, matplotlib). --test and --bench also install `age` from
-# apt when it is missing (bench/run.py compares against it; without it, it reports SKIPPED).
+# apt when it is missing (bench/run.py compares against it; without it, it reports SKIPPED);
+# --test also installs qemu-utils and cryptsetup-bin (the LUKS1 interop tests' oracles).
 # Sourced by demo.sh and test.sh; safe to run again (it only installs what changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,15 @@ if [ -n "$extra" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq age >/dev/null; }; then
       echo "setup: warning: could not install age; bench/run.py will report it as SKIPPED" >&2
+    fi
+  fi
+  # The LUKS1 interop tests (tests/test_luks_interop.py) need qemu-img and cryptsetup; they fail
+  # (never skip) when these are missing, so a failed install is reported here.
+  if [ "$extra" = "[test]" ] && ! { command -v qemu-img && { command -v cryptsetup || [ -x /usr/sbin/cryptsetup ]; }; } >/dev/null 2>&1; then
+    echo "setup: installing qemu-utils and cryptsetup-bin with apt-get (LUKS1 interop tests)" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq qemu-utils cryptsetup-bin >/dev/null; }; then
+      echo "setup: warning: could not install qemu-utils/cryptsetup-bin; the LUKS interop tests will fail" >&2
     fi
   fi
   for tool in gpg openssl; do

@@ -1,0 +1,51 @@
+"""Raw LUKS1 images (aes-xts-plain64, sha256): a streaming writer and reader of our own.
+
+Keys and bytes only: no CLI, Barbican or Glance here. The passphrase is bytes chosen by the
+caller (the Glance side passes the lowercase hex of the KEK, Cinder's convention). What we
+write and what we accept: ``specs/LUKS1.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from img_crypt._io import Input, Source
+from img_crypt.luks._header import MAGIC, SECTOR, parse
+from img_crypt.luks._stream import (
+    DIGEST_ITERATIONS,
+    PAYLOAD_OFFSET,
+    SLOT_ITERATIONS,
+    decrypt,
+    encrypt,
+)
+
+__all__ = ["DIGEST_ITERATIONS", "MAGIC", "PAYLOAD_OFFSET", "SLOT_ITERATIONS", "LuksInfo",
+           "decrypt", "encrypt", "inspect", "is_luks"]
+
+
+@dataclass(frozen=True)
+class LuksInfo:
+    """What a LUKS1 header says, read without a key."""
+
+    version: int
+    cipher: str
+    mode: str
+    hash: str
+    key_bits: int
+    active_slots: tuple[int, ...]
+    payload_offset: int  # bytes
+    uuid: str
+
+
+def is_luks(prefix: bytes) -> bool:
+    """True when ``prefix`` starts with the LUKS magic (any version)."""
+    return prefix[:len(MAGIC)] == MAGIC
+
+
+def inspect(src: Input) -> LuksInfo:
+    """Parse and validate the header of ``src`` (FormatError if we could not open it)."""
+    with Source(src, 4096) as source:
+        header = parse(source.read_exact(592))
+    return LuksInfo(1, header.cipher, header.mode, header.hash, header.key_bytes * 8,
+                    tuple(i for i, s in enumerate(header.slots) if s.active),
+                    header.payload_offset * SECTOR, header.uuid)
