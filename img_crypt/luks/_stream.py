@@ -37,7 +37,7 @@ def _material(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
     return bytes(out)
 
 
-def build_header(passphrase: bytes) -> tuple[bytearray, bytes]:
+def build_header(passphrase: bytes) -> tuple[bytes, bytes]:
     """Return (the bytes before the payload, the master key) for a fresh LUKS1 image."""
     master = os.urandom(_header.KEY_BYTES)
     slot_salt, digest_salt = os.urandom(32), os.urandom(32)
@@ -54,7 +54,7 @@ def build_header(passphrase: bytes) -> tuple[bytearray, bytes]:
     prefix[:_header.PHDR_SIZE] = header.pack()
     start = _SLOT_START * SECTOR
     prefix[start:start + len(material)] = material
-    return prefix, master
+    return bytes(prefix), master
 
 
 def _sectors(source: Source) -> Iterator[tuple[memoryview, bool]]:
