@@ -26,12 +26,15 @@ OPTS = [
     cfg.StrOpt("kek_id", help=_help("""
 Barbican secret id of one key-encryption key (KEK) shared by every image this Glance
 encrypts. Unset (the default): a new KEK is created for each image, in the importing
-user's project.""")),
+user's project. The delete hook never deletes this key, whatever an image's
+os_encrypt_key_deletion_policy says: configuration is authority, image properties are
+claims.""")),
     cfg.StrOpt("key_deletion_policy", choices=(
         ("on_image_deletion", "delete the key with its last image"),
         ("do_not_delete", "keep the key")), help=_help("""
 The os_encrypt_key_deletion_policy given to encrypted images. Unset: on_image_deletion for
-a KEK created per image, do_not_delete for the shared kek_id.""")),
+a KEK created per image, do_not_delete for the shared kek_id (which the delete hook keeps
+whatever this says).""")),
     cfg.BoolOpt("require_encryption", default=True, help=_help("""
 Refuse an import that cannot be encrypted (key manager down, key refused, ...): the image
 goes back to 'queued'. When false such an image is stored in plaintext with a warning.""")),
