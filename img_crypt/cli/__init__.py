@@ -24,13 +24,16 @@ PROG = "img-crypt"
 
 def _parser() -> argparse.ArgumentParser:
     from img_crypt.cli import commands as c
+    from img_crypt.cli.files import output_path
     from img_crypt.cli.managers import add_options
 
     common = argparse.ArgumentParser(add_help=False)
     add_options(common)
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("-f", "--force", action="store_true",
-                     help="overwrite an existing OUTPUT (and write ciphertext to a terminal)")
+                     help="replace an existing regular-file OUTPUT whole (through a symlink: "
+                          "the file it leads to; the symlink stays), write in place to a "
+                          "device other than /dev/null, and write ciphertext to a terminal")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Envelope encryption of disk "
                                      "images: streaming Cobblestone-256 payloads under keys "
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encrypt", parents=[common, out], help="encrypt an image")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--kek", action="append", default=[], metavar="ID",
                    help="wrap the data key under this KEK (repeatable); default: a new key")
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",
@@ -54,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decrypt", parents=[common, out], help="decrypt an image")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",
                    help="require the file to be bound to this image id")
     p.add_argument("--range", type=c.byte_range, metavar="START:END",
@@ -69,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rewrap", parents=[common, out],
                        help="add or remove key slots; the payload is copied unchanged")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--add-kek", action="append", default=[], metavar="ID")
     p.add_argument("--remove-kek", action="append", default=[], metavar="ID")
     p.set_defaults(func=c.rewrap)

@@ -6,8 +6,8 @@ Layout (directory mode 0700, files mode 0600; symlinked files are refused)::
     <dir>/<uuid>.consumers.json  ConsumerRecord: the key's consumers (absent means none)
     <dir>/.lock                  flock(2) guard of consumer read-modify-write and deletes
 
-Writes go to ``.<name>.<random>.tmp`` in the same directory (``O_EXCL``, mode 0600), are
-fsynced, renamed with ``os.replace``, and the directory is fsynced: a crash never leaves a
+Writes go through :func:`img_crypt._atomic.write_file` (``.<name>.<8 hex>.tmp`` in the same
+directory, mode 0600, fsynced, renamed, directory fsynced): a crash never leaves a
 half-written record under a final name. The directory is the ``path`` argument, else
 ``$IMG_CRYPT_KEY_STORE``, else ``platformdirs.user_data_path("img-crypt") / "keys"``.
 """
@@ -32,6 +32,7 @@ from typing import Any, ClassVar, TypeVar
 
 import platformdirs
 
+from img_crypt._atomic import fsync_dir, write_file
 from img_crypt.errors import (
     ConsumerNotFoundError,
     KeyHasConsumersError,
@@ -158,14 +159,6 @@ def _check_private(path: Path, mode: int, fix: str) -> None:
                               f"(mode {stat.S_IMODE(mode):04o}); run: chmod {fix} {path}")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_private(path: Path) -> bytes | None:
     """Return the contents of a private regular file, or None if there is none."""
     try:
@@ -186,22 +179,9 @@ def _read_private(path: Path) -> bytes | None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) via a same-directory temp file and rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    """Publish ``data`` as ``path`` (mode 0600 from the first byte), durably."""
     with _os_errors("write", path):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        write_file(path, data)
 
 
 _R = TypeVar("_R", "KeyRecord", "ConsumerRecord")
@@ -331,7 +311,7 @@ class LocalKeyStore(KeyManager):
                 os.unlink(self._key_path(key_id))
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._key_path(key_id, _CONSUMERS_SUFFIX))
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
 
     def list_keys(self) -> list[KeyInfo]:
         """List the keys in the store, oldest first (never their bytes)."""
