@@ -1,6 +1,7 @@
 """The embedded local key store: KEKs as private JSON files in one directory.
 
-Layout (directory mode 0700, files mode 0600; symlinked files are refused)::
+Layout (directory mode 0700, files mode 0600, all owned by the user running img-crypt;
+symlinked files are refused)::
 
     <dir>/<uuid>.key.json        KeyRecord: id, name, created (UTC), AES, 256, key (base64)
     <dir>/<uuid>.consumers.json  ConsumerRecord: the key's consumers (absent means none)
@@ -153,10 +154,14 @@ def _os_errors(action: str, path: Path) -> Iterator[None]:
         raise KeyManagerError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
 
 
-def _check_private(path: Path, mode: int, fix: str) -> None:
-    if mode & 0o077:
+def _check_private(path: Path, st: os.stat_result, fix: str) -> None:
+    """Refuse a store entry that another user owns or may reach (as ssh refuses keys)."""
+    if st.st_uid != (me := os.geteuid()):
+        raise KeyManagerError(f"{path} is owned by uid {st.st_uid}, not by uid {me} running "
+                              f"img-crypt; if it is yours, run: chown {me} {path}")
+    if st.st_mode & 0o077:
         raise KeyManagerError(f"{path} is accessible by group or others "
-                              f"(mode {stat.S_IMODE(mode):04o}); run: chmod {fix} {path}")
+                              f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod {fix} {path}")
 
 
 def _read_private(path: Path) -> bytes | None:
@@ -171,10 +176,10 @@ def _read_private(path: Path) -> bytes | None:
                                   "(mode 0600)") from None
         raise KeyManagerError(f"cannot read {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as fh, _os_errors("read", path):
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode):
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
             raise KeyManagerError(f"{path} is not a regular file")
-        _check_private(path, mode, "600")
+        _check_private(path, st, "600")
         return fh.read(_MAX_RECORD)
 
 
@@ -226,14 +231,14 @@ class LocalKeyStore(KeyManager):
                     os.mkdir(directory, 0o700)
                     os.chmod(directory, 0o700)
         try:
-            mode = os.stat(self.path).st_mode
+            st = os.stat(self.path)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise KeyManagerError(f"cannot access key store {self.path}: {exc.strerror}") from exc
-        if not stat.S_ISDIR(mode):
+        if not stat.S_ISDIR(st.st_mode):
             raise KeyManagerError(f"key store {self.path} is not a directory")
-        _check_private(self.path, mode, "700")
+        _check_private(self.path, st, "700")
         return True
 
     @contextlib.contextmanager
