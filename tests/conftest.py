@@ -105,3 +105,18 @@ def glance_venv() -> Path:
     from tests.servers.glance import ensure_venv
 
     return ensure_venv()
+
+
+# --- options --------------------------------------------------------------------------------
+
+WYCHEPROOF_ENV = "IMG_CRYPT_WYCHEPROOF_DIR"
+WYCHEPROOF_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--wycheproof-dir``: where tests/test_wycheproof.py reads its vectors."""
+    parser.addoption("--wycheproof-dir", metavar="DIR",
+                     default=os.environ.get(WYCHEPROOF_ENV) or str(WYCHEPROOF_DEFAULT),
+                     help=f"the Wycheproof vectors directory (default: ${WYCHEPROOF_ENV}, else "
+                          f"../shared/vectors/wycheproof beside the repository); absent "
+                          f"vectors fail tests/test_wycheproof.py")
