@@ -11,7 +11,9 @@ from typing import BinaryIO
 
 import pytest
 
+from barbican_mock import MockBarbican
 from img_crypt.envelope import Kek, KekLookup
+from img_crypt.keys.local import LocalKeyStore
 from tests.support.sinks import RecordingSink, ShortWriteSink
 
 # --- stream fixtures (test_roundtrip, test_range, test_wycheproof) ----------------------------
@@ -120,3 +122,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help=f"the Wycheproof vectors directory (default: ${WYCHEPROOF_ENV}, else "
                           f"../shared/vectors/wycheproof beside the repository); absent "
                           f"vectors fail tests/test_wycheproof.py")
+
+
+# --- key managers (tests/support/backends.py has the parametrized local/mock ones) -----------
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalKeyStore:
+    """An empty local key store in ``tmp_path / "keys"`` (created on first write)."""
+    return LocalKeyStore(tmp_path / "keys")
+
+
+@pytest.fixture
+def down_url() -> str:
+    """The URL of a Barbican that has stopped: nothing listens there."""
+    with MockBarbican() as gone:
+        return gone.url

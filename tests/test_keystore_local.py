@@ -31,11 +31,6 @@ C2 = Consumer(service="image", resource_type="image", resource_id="img-2")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LocalKeyStore:
-    return LocalKeyStore(tmp_path / "store")
-
-
-@pytest.fixture
 def open_umask() -> Iterator[None]:
     old = os.umask(0)
     try:

@@ -6,10 +6,8 @@ ever written; only the chunks that hold the range (and the final chunk) are read
 
 from __future__ import annotations
 
-import functools
 import io
 import os
-import random
 import uuid
 
 import pytest
@@ -19,6 +17,7 @@ from hypothesis import strategies as st
 from img_crypt import _cobblestone, envelope
 from img_crypt.errors import AuthenticationError, BindingError, UsageError
 from img_crypt.format import MAX_HEADER
+from tests.support.data import plaintext
 
 MiB = 1 << 20
 CHUNK = _cobblestone.CHUNK
@@ -26,11 +25,6 @@ CT_CHUNK = _cobblestone.CT_CHUNK
 PREFIX = _cobblestone.PREFIX
 SIZES = [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 9]
 TAMPER_SIZE = 3 * CHUNK + 9  # chunks 0..2 full, chunk 3 (final) holds 9 bytes
-
-
-@functools.cache
-def plaintext(size: int) -> bytes:
-    return random.Random(size).randbytes(size)
 
 
 def range_cases():

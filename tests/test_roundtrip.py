@@ -8,7 +8,6 @@ delivers, with one exception to keep the run short (see :func:`plan`).
 
 from __future__ import annotations
 
-import functools
 import io
 import random
 import uuid
@@ -23,6 +22,7 @@ from img_crypt import _cobblestone, envelope
 from img_crypt._payload import decrypt_buffer_size, encrypt_buffer_size
 from img_crypt.errors import BindingError
 from img_crypt.format import parse
+from tests.support.data import plaintext, seeded_bytes
 
 MiB = 1 << 20
 CHUNK = _cobblestone.CHUNK
@@ -47,11 +47,6 @@ def plan(size: int, read_size: int) -> tuple[int, int]:
     if read_size == 1 and size > SMALL_LIMIT:
         return CHUNK, CHUNK
     return read_size, read_size
-
-
-@functools.cache
-def plaintext(size: int) -> bytes:
-    return random.Random(size).randbytes(size)
 
 
 class ShortReads:
@@ -263,7 +258,7 @@ def test_image_id_round_trips_and_binds(kek, lookup):
 BOUNDARY_SIZES = sorted({k * CHUNK + d for k in range(5) for d in (-1, 0, 1)} - {-1})
 plaintexts = st.one_of(
     st.binary(max_size=2048),
-    st.builds(lambda size, seed: random.Random(seed).randbytes(size),
+    st.builds(seeded_bytes,
               st.one_of(st.integers(0, 70 * 1024), st.sampled_from(BOUNDARY_SIZES)),
               st.integers(0, 2**32)),
 )
