@@ -347,7 +347,7 @@ def test_an_encryption_failing_midway_leaves_no_partial_file_key_or_consumer(
         sink.write(b"half a header")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plugin.staged.envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope, "encrypt", broken)
     imp = Import(tmp_path, os.urandom(100_000), make_conf(), using(backend.manager))
     with pytest.raises(OSError, match="No space left"):
         imp.run()
@@ -364,7 +364,7 @@ def test_an_encryption_failing_midway_under_a_shared_kek_keeps_the_kek_and_drops
     def broken(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(plugin.staged.envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope, "encrypt", broken)
     imp = Import(tmp_path, b"data", make_conf(kek_id=kek_id), using(backend.manager))
     with pytest.raises(OSError):
         imp.run()
@@ -506,7 +506,7 @@ class SecretSpy:
             return value
 
         monkeypatch.setattr(manager, "get_key", get_key)
-        monkeypatch.setattr(envelope.os, "urandom", urandom)
+        monkeypatch.setattr(os, "urandom", urandom)
 
     def forms(self) -> list[str]:
         found = []
@@ -560,7 +560,7 @@ def test_no_key_material_is_logged_during_a_failing_import(
         real_encrypt(source, sink, keks, **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plugin.staged.envelope, "encrypt", failing)
+    monkeypatch.setattr(envelope, "encrypt", failing)
     imp = Import(tmp_path, os.urandom(40_000), make_conf(), using(barbican.manager))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(OSError):
