@@ -12,6 +12,7 @@ Raises plain ``OSError``: callers say what failed in their own words.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -79,4 +80,7 @@ def write_file(target: Path, data: bytes, *, mode: int = 0o600, replace: bool = 
     with atomic_file(target, mode=mode, replace=replace, durable=durable) as out:
         view = memoryview(data)
         while view:
-            view = view[out.write(view) or 0:]
+            written = out.write(view)
+            if not written:
+                raise OSError(errno.EIO, "nothing written", str(target))
+            view = view[written:]
