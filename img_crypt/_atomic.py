@@ -1,7 +1,8 @@
 """Publishing a file whole or not at all: a temporary file beside it, then link or rename.
 
 The one rule every writer of a final file follows (CLI outputs, Glance staging, the local key
-store): the data goes to ``.<name>.<8 hex><suffix>`` in the target's directory, created
+store): the data goes to ``.<name>.<8 hex><suffix>`` in the target's directory (without the
+leading dot when ``hidden=False``), created
 ``O_EXCL | O_NOFOLLOW`` with mode 0600 and then given its final mode before the first byte;
 on success it is linked into place (``replace=False``: an existing target is
 ``FileExistsError``) or renamed over the target (``replace=True``); on any failure it is
@@ -38,10 +39,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _create_temp(target: Path, suffix: str) -> tuple[int, Path]:
+def _create_temp(target: Path, suffix: str, hidden: bool) -> tuple[int, Path]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    dot = "." if hidden else ""
     for attempt in range(_ATTEMPTS):
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{suffix}")
+        tmp = target.with_name(f"{dot}{target.name}.{secrets.token_hex(4)}{suffix}")
         try:
             return os.open(tmp, flags, 0o600), tmp
         except FileExistsError:
@@ -52,9 +54,10 @@ def _create_temp(target: Path, suffix: str) -> tuple[int, Path]:
 
 @contextlib.contextmanager
 def atomic_file(target: Path, *, mode: int = 0o600, replace: bool = True,
-                durable: bool = False, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+                durable: bool = False, suffix: str = ".tmp",
+                hidden: bool = True) -> Iterator[BinaryIO]:
     """Yield an unbuffered file that becomes ``target`` only if the block succeeds."""
-    fd, tmp = _create_temp(target, suffix)
+    fd, tmp = _create_temp(target, suffix, hidden)
     try:
         with os.fdopen(fd, "wb", buffering=0) as out:
             os.fchmod(fd, mode)

@@ -108,3 +108,13 @@ def test_a_taken_temporary_name_is_retried(tmp_path: Path,
 
     assert (tmp_path / "out").read_bytes() == b"mine"
     assert (tmp_path / ".out.00000000.tmp").read_bytes() == b"someone else's"
+
+
+def test_a_visible_temporary_name_starts_with_the_target_name(tmp_path: Path) -> None:
+    """Glance staging: its cleaner reaps ``<image id>.*`` files of deleted images."""
+    target = tmp_path / "0b8e5f3c-7d21-4a9e-b6c4-1e3f5a7b9c2d.img-crypt"
+    with atomic_file(target, hidden=False) as out:
+        [temp] = names(tmp_path)
+        assert re.fullmatch(rf"{re.escape(target.name)}\.[0-9a-f]{{8}}\.tmp", temp)
+        out.write(b"x")
+    assert names(tmp_path) == [target.name]

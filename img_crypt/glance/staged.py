@@ -27,7 +27,9 @@ def path_of(file_uri: str) -> Path:
 def encrypt_file(src: Path, kek: Kek, image_id: uuid.UUID) -> tuple[Path, Summary]:
     """Encrypt ``src`` into ``src`` + SUFFIX (bound to ``image_id``, mode 0600), all or nothing."""
     dest = src.with_name(src.name + SUFFIX)
-    with open(src, "rb") as source, atomic_file(dest, durable=True) as sink:
+    # "<image id>.img-crypt.<hex>.tmp": left by a killed glance-api, Glance's staging cleaner
+    # reaps it with the image (it ignores names that do not start with an image id)
+    with open(src, "rb") as source, atomic_file(dest, durable=True, hidden=False) as sink:
         summary = envelope.encrypt(source, sink, [kek], image_id=image_id)
     return dest, summary
 
