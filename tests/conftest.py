@@ -137,3 +137,15 @@ def down_url() -> str:
     """The URL of a Barbican that has stopped: nothing listens there."""
     with MockBarbican() as gone:
         return gone.url
+
+
+# --- process state ----------------------------------------------------------------------------
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Run with umask 0, so only the code under test decides a new file's mode."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)

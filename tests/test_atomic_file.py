@@ -11,21 +11,11 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from img_crypt._atomic import atomic_file, write_file
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def names(directory: Path) -> list[str]:

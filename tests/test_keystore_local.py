@@ -9,7 +9,7 @@ import os
 import stat
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,15 +28,6 @@ from tests.support.cli import cli
 
 C1 = Consumer(service="image", resource_type="image", resource_id="img-1")
 C2 = Consumer(service="image", resource_type="image", resource_id="img-2")
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode_of(path: Path) -> int:
