@@ -40,7 +40,7 @@ class Writable(Protocol):
         """Write ``data``; return the count written (None means all of it)."""
 
 
-Input: TypeAlias = ReadableInto | Readable | Iterable[Buffer]
+Input: TypeAlias = ReadableInto | Readable | Buffer | Iterable[Buffer]  # one buffer: one piece
 
 
 class Source:

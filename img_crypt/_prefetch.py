@@ -13,7 +13,7 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 DEPTH = 3
@@ -28,7 +28,7 @@ def is_regular_file(stream: Any) -> bool:
         return False
 
 
-def prefetched(stream: Any, size: int, depth: int = DEPTH) -> Iterator[memoryview]:
+def prefetched(stream: Any, size: int, depth: int = DEPTH) -> Generator[memoryview, None, None]:
     """Yield ``stream``'s data ``size`` bytes at a time, read ahead by a helper thread.
 
     Each view is valid until the next one is requested (its buffer is then refilled). Read

@@ -11,7 +11,9 @@ from typing import BinaryIO
 
 import pytest
 
+from barbican_mock import MockBarbican
 from img_crypt.envelope import Kek, KekLookup
+from img_crypt.keys.local import LocalKeyStore
 from tests.support.sinks import RecordingSink, ShortWriteSink
 
 # --- stream fixtures (test_roundtrip, test_range, test_wycheproof) ----------------------------
@@ -105,3 +107,45 @@ def glance_venv() -> Path:
     from tests.servers.glance import ensure_venv
 
     return ensure_venv()
+
+
+# --- options --------------------------------------------------------------------------------
+
+WYCHEPROOF_ENV = "IMG_CRYPT_WYCHEPROOF_DIR"
+WYCHEPROOF_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--wycheproof-dir``: where tests/test_wycheproof.py reads its vectors."""
+    parser.addoption("--wycheproof-dir", metavar="DIR",
+                     default=os.environ.get(WYCHEPROOF_ENV) or str(WYCHEPROOF_DEFAULT),
+                     help=f"the Wycheproof vectors directory (default: ${WYCHEPROOF_ENV}, else "
+                          f"../shared/vectors/wycheproof beside the repository); absent "
+                          f"vectors fail tests/test_wycheproof.py")
+
+
+# --- key managers (tests/support/backends.py has the parametrized local/mock ones) -----------
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalKeyStore:
+    """An empty local key store in ``tmp_path / "keys"`` (created on first write)."""
+    return LocalKeyStore(tmp_path / "keys")
+
+
+@pytest.fixture
+def down_url() -> str:
+    """The URL of a Barbican that has stopped: nothing listens there."""
+    with MockBarbican() as gone:
+        return gone.url
+
+
+# --- process state ----------------------------------------------------------------------------
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Run with umask 0, so only the code under test decides a new file's mode."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)

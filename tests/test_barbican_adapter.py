@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -31,7 +32,6 @@ from img_crypt.errors import (
     UnavailableError,
     UsageError,
 )
-from img_crypt.keys import barbican as barbican_module
 from img_crypt.keys._barbican_http import Era, Http, HttpStatusError, forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
@@ -104,10 +104,11 @@ def page(n: int, start: int = 0) -> dict[str, Any]:
 
 
 def order_json(status: str) -> dict[str, Any]:
-    body = {"type": "key", "status": status, "order_ref": f"{B}/v1/orders/{ORDER}",
-            "meta": {"name": "kek", "algorithm": "aes", "bit_length": 256, "mode": "cbc",
-                     "expiration": None, "payload_content_type": "application/octet-stream"},
-            "created": "2026-01-02T03:04:05", "updated": "2026-01-02T03:04:05"}
+    body: dict[str, Any] = {
+        "type": "key", "status": status, "order_ref": f"{B}/v1/orders/{ORDER}",
+        "meta": {"name": "kek", "algorithm": "aes", "bit_length": 256, "mode": "cbc",
+                 "expiration": None, "payload_content_type": "application/octet-stream"},
+        "created": "2026-01-02T03:04:05", "updated": "2026-01-02T03:04:05"}
     if status == "ACTIVE":
         body["secret_ref"] = f"{B}/v1/secrets/{SID}"
     if status == "ERROR":
@@ -122,11 +123,11 @@ def manager(**options: Any) -> BarbicanKeyManager:
 def calls(rsps: responses.RequestsMock, method: str, path: str) -> list[Any]:
     """The requests sent as ``method`` to exactly ``path`` (trailing slash ignored)."""
     return [c for c in rsps.calls if c.request.method == method
-            and urlsplit(c.request.url).path.rstrip("/") == path.rstrip("/")]
+            and urlsplit(str(c.request.url)).path.rstrip("/") == path.rstrip("/")]
 
 
 def query(call: Any) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(call.request.url).query)
+    return parse_qs(urlsplit(str(call.request.url)).query)
 
 
 def body(call: Any) -> Any:
@@ -153,11 +154,12 @@ def assert_one_line_and_clean(exc: BaseException, *keys: bytes) -> None:
 def sent_key(rsps: responses.RequestsMock) -> bytes:
     """The key material the adapter sent to ``/v1/secrets`` (JSON base64, or octet-stream)."""
     for call in rsps.calls:
-        if not urlsplit(call.request.url).path.startswith("/v1/secrets"):
+        if not urlsplit(str(call.request.url)).path.startswith("/v1/secrets"):
             continue
-        ctype = call.request.headers.get("Content-Type", "")
+        ctype = str(call.request.headers.get("Content-Type", ""))
         if call.request.method in ("POST", "PUT") and ctype.startswith("application/octet"):
-            return bytes(call.request.body)
+            assert isinstance(call.request.body, bytes)
+            return call.request.body
         if call.request.method == "POST" and ctype.startswith("application/json"):
             data = body(call)
             if "payload" in data:
@@ -201,7 +203,7 @@ def ascii_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     which takes the client's deprecated branch and ``.decode('utf-8')``s the key: random keys
     never reach the wire. Tests about retries and clean-up use ASCII keys to get past it.
     """
-    monkeypatch.setattr(barbican_module.rnd, "token_bytes", lambda n: b"k" * n)
+    monkeypatch.setattr(secrets, "token_bytes", lambda n: b"k" * n)  # barbican.py's rnd
 
 
 def serve_secret(rsps: responses.RequestsMock, era: str, payload: bytes = KEY,
@@ -291,7 +293,7 @@ def test_create_key_orders_a_key_and_tidies_the_order(rsps: responses.RequestsMo
     assert not calls(rsps, "POST", "/v1/secrets")
     if era in MICRO:
         for call in rsps.calls:
-            if urlsplit(call.request.url).path.startswith("/v1/"):
+            if urlsplit(str(call.request.url)).path.startswith("/v1/"):
                 assert call.request.headers[HEADER] == f"key-manager {era}"
 
 
@@ -449,7 +451,7 @@ def test_pre_consumer_finding_is_cached(rsps: responses.RequestsMock, policy: An
         else:
             m.add_consumer(SID, IMAGE)
             assert m.list_consumers(SID) == []
-    consumer_calls = [c for c in rsps.calls if urlsplit(c.request.url).path == path]
+    consumer_calls = [c for c in rsps.calls if urlsplit(str(c.request.url)).path == path]
     # learning costs the first call, the listing probe and one secret GET; then it is cached
     assert [c.request.method for c in consumer_calls] == ["POST", "GET"]
     assert len(calls(rsps, "GET", f"/v1/secrets/{SID}")) == 1
@@ -725,7 +727,7 @@ def test_connect_url_with_project_sends_it(rsps: responses.RequestsMock) -> None
     m = connect(url=B, project_id="p")
     assert isinstance(m, BarbicanKeyManager)
     assert m.get_key(SID) == KEY
-    ours = [c for c in rsps.calls if urlsplit(c.request.url).path.startswith("/v1/")]
+    ours = [c for c in rsps.calls if urlsplit(str(c.request.url)).path.startswith("/v1/")]
     assert len(ours) == 2
     assert all(c.request.headers["X-Project-Id"] == "p" for c in ours)
     assert calls(rsps, "GET", "/")[0].request.headers["X-Project-Id"] == "p"

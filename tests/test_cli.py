@@ -715,12 +715,13 @@ def _failing_decrypt(ctx: Ctx, case: str) -> list[str | Path]:
     if case in variants:
         bad.write_bytes(variants[case])
         return [bad]
-    return {
+    options: dict[str, list[str | Path]] = {
         "wrong image id": [ctx.encrypted, "--image-id", OTHER_IMAGE],
         "missing input": [ctx.tmp / "no-such-file"],
         "input is a directory": [ctx.tmp],
         "missing output directory": [ctx.encrypted],
-    }[case]
+    }
+    return options[case]
 
 
 @pytest.mark.parametrize("case", ["not an img-crypt file", "empty", "tampered last byte",

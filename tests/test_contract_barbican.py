@@ -175,7 +175,7 @@ def add_consumer(t: Target, ref: str, project: str, body: dict[str, str]) -> req
 def error(resp: requests.Response, code: int) -> dict[str, Any]:
     """Assert a Barbican JSON error body ``{"code", "title", "description"}``; return it."""
     assert resp.status_code == code, resp.text
-    body = resp.json()
+    body: dict[str, Any] = resp.json()
     assert set(body) == {"code", "title", "description"}, body
     assert body["code"] == code
     return body

@@ -57,7 +57,7 @@ from tests.support.cli import cli
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "5c1b7a52-0f8e-4d0a-9a57-3c1f2d4e6b80"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-KEY_TEMP = re.compile(rf"\.{UUID}\.(key|consumers)\.json\.[0-9a-f]{{16}}\.tmp")
+KEY_TEMP = re.compile(rf"\.{UUID}\.(key|consumers)\.json\.[0-9a-f]{{8}}\.tmp")
 SIGKILLED = -9
 
 HARNESS = r"""

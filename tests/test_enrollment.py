@@ -223,7 +223,7 @@ def test_release_of_a_missing_consumer_is_fine(km: Faulty) -> None:
 def test_a_consumer_field_out_of_bounds_is_an_invalid_value(field: str, value: str) -> None:
     fields = {"service": "image", "resource_type": "image", "resource_id": IMAGE, field: value}
     with pytest.raises(InvalidValueError, match=f"consumer {field}") as caught:
-        Consumer(**fields)
+        Consumer(fields["service"], fields["resource_type"], fields["resource_id"])
     assert isinstance(caught.value, UsageError) and isinstance(caught.value, ImgCryptError)
 
 

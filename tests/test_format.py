@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from img_crypt import envelope
+from img_crypt._io import DEFAULT_READ_SIZE
 from img_crypt.errors import FormatError
 from img_crypt.format import (
     MAC_SIZE,
@@ -350,4 +351,4 @@ def test_inspect_with_default_read_size_is_bounded_by_read_size() -> None:
     reader = CountingReader(HOSTILE_STREAM * 40)
     with pytest.raises(FormatError):
         envelope.inspect(reader)
-    assert reader.count <= envelope.DEFAULT_READ_SIZE
+    assert reader.count <= DEFAULT_READ_SIZE

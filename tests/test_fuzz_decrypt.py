@@ -44,6 +44,7 @@ from img_crypt import envelope
 from img_crypt.errors import AuthenticationError, BindingError, FormatError, KeyNotFoundError
 from img_crypt.format import parse
 from tests.fuzz import fuzz_decrypt as target
+from tests.support.data import first_difference, seeded_bytes
 from tests.support.sinks import RecordingSink
 
 CHUNK, CT_CHUNK, PREFIX = 16384, 16400, 56
@@ -59,20 +60,6 @@ FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None
 
 
 # --- the oracle -----------------------------------------------------------------------------
-
-def first_difference(data: bytes, original: bytes = FILE) -> int:
-    a, b = memoryview(data), memoryview(original)
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
 
 def decrypt_and_check(data: bytes, *, read_size: int, expect_image: bool,
                       to_file: bool) -> str:
@@ -96,7 +83,7 @@ def decrypt_and_check(data: bytes, *, read_size: int, expect_image: bool,
         assert data == FILE, "a modified file decrypted"
         assert out == PLAIN
         return "ok"
-    offset = first_difference(data) - PAYLOAD
+    offset = first_difference(data, FILE) - PAYLOAD
     bound = 0 if outcome is not AuthenticationError or offset < 0 else offset // CT_CHUNK * CHUNK
     assert len(out) % CHUNK == 0, f"{len(out)} bytes released: not whole chunks"
     assert len(out) <= bound, f"{len(out)} bytes released, at most {bound}"
@@ -182,7 +169,7 @@ def test_mutated_file(ops: list[Op], read_size: int, expect_image: bool, to_file
 @FUZZ
 def test_random_payload_after_a_valid_header(keep: int, seed: int, size: int, read_size: int,
                                              to_file: bool) -> None:
-    data = FILE[:keep] + random.Random(seed).randbytes(size)
+    data = FILE[:keep] + seeded_bytes(size, seed)
     outcome = decrypt_and_check(data, read_size=read_size, expect_image=True, to_file=to_file)
     assert outcome == "AuthenticationError"
 

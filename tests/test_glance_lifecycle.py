@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,9 @@ from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
-from img_crypt.keys.local import LocalKeyStore
+from tests.support.backends import PROJECT, Backend, open_backend
 from tests.support.glance_import import glance_conf
 
-PROJECT = "p1"
 SERVICE = "image"
 
 
@@ -55,46 +53,12 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
                         functools.partial(BarbicanKeyManager, backoff=0))
 
 
-@pytest.fixture
-def down_url() -> str:
-    """The URL of a Barbican that has stopped: nothing listens there."""
-    with MockBarbican() as gone:
-        return gone.url
-
-
 # --- lifecycle.on_image_delete ----------------------------------------------------------------
-
-@dataclass
-class Backend:
-    """A key manager and an independent view of what it holds."""
-
-    name: str
-    manager: KeyManager
-    mock: MockBarbican | None = None
-
-    def key_exists(self, key_id: str) -> bool:
-        if self.mock is None:
-            return key_id in {k.key_id for k in self.manager.list_keys()}
-        return key_id in {s["id"] for s in self.mock.secrets()}
-
-    def consumer_ids(self, key_id: str) -> list[str]:
-        if self.mock is None:
-            return [c.resource_id for c in self.manager.list_consumers(key_id)]
-        return [c["resource_id"] for c in self.mock.consumers(key_id)]
-
-    def manager_for(self, owner: str | None) -> KeyManager:
-        assert owner == PROJECT
-        return self.manager
-
 
 @pytest.fixture(params=["local", "2026.2", "zed", "yoga"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "local":
-        yield Backend("local", LocalKeyStore(tmp_path / "keys"))
-        return
-    with MockBarbican(era=request.param) as mock:
-        yield Backend(request.param, connect(url=mock.url, project_id=PROJECT, backoff=0),
-                      mock)
+    with open_backend(request.param, tmp_path) as opened:
+        yield opened
 
 
 def consumer(image_id: str, service: str = SERVICE) -> Consumer:

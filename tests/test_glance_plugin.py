@@ -14,8 +14,7 @@ import io
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from taskflow import task as tf_task
 from taskflow.patterns import linear_flow
 
-from barbican_mock import Faults, MockBarbican
+from barbican_mock import Faults
 from img_crypt import envelope
 from img_crypt._cobblestone import CHUNK
 from img_crypt._io import DEFAULT_READ_SIZE
@@ -36,6 +35,7 @@ from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
+from tests.support.backends import PROJECT, Backend, open_backend
 from tests.support.glance_import import (
     RESERVED,
     FakeActionWrapper,
@@ -47,9 +47,6 @@ from tests.support.glance_import import (
     using,
 )
 
-PROJECT = "p1"
-
-
 
 @pytest.fixture(autouse=True)
 def _fresh_endpoint_caches() -> Iterator[None]:
@@ -60,56 +57,16 @@ def _fresh_endpoint_caches() -> Iterator[None]:
 
 
 
-@dataclass
-class Backend:
-    """A key manager and an independent view of what it holds."""
-
-    name: str
-    manager: KeyManager
-    mock: MockBarbican | None = None
-
-    def keys(self) -> dict[str, str | None]:
-        """Key id -> name."""
-        if self.mock is None:
-            return {k.key_id: k.name for k in self.manager.list_keys()}
-        return {s["id"]: s["name"] for s in self.mock.secrets(PROJECT)}
-
-    def consumers(self, key_id: str) -> list[dict[str, str]]:
-        if self.mock is None:
-            return [c.to_dict() for c in self.manager.list_consumers(key_id)]
-        return [{k: c[k] for k in ("service", "resource_type", "resource_id")}
-                for c in self.mock.consumers(key_id)]
-
-    def all_consumers(self) -> list[dict[str, str]]:
-        return [c for key_id in self.keys() for c in self.consumers(key_id)]
-
-    def lookup(self) -> Callable[[str, str], bytes | None]:
-        return lambda kind, key_id: self.manager.get_key(key_id) \
-            if kind == self.manager.kind else None
-
-
 @pytest.fixture(params=["local", "2026.2", "yoga"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "local":
-        yield Backend("local", LocalKeyStore(tmp_path / "keys"))
-        return
-    with MockBarbican(era=request.param) as mock:
-        yield Backend(request.param, connect(url=mock.url, project_id=PROJECT, backoff=0),
-                      mock)
+    with open_backend(request.param, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture(params=["2026.2", "yoga"])
-def barbican(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    with MockBarbican(era=request.param) as mock:
-        yield Backend(request.param, connect(url=mock.url, project_id=PROJECT, backoff=0),
-                      mock)
-
-
-@pytest.fixture
-def down_url() -> str:
-    """The URL of a Barbican that has stopped: nothing listens there."""
-    with MockBarbican() as gone:
-        return gone.url
+def barbican(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with open_backend(request.param, tmp_path) as opened:
+        yield opened
 
 
 def decrypt(path: Path, backend: Backend, image_id: str) -> bytes:
@@ -391,7 +348,7 @@ def test_an_encryption_failing_midway_leaves_no_partial_file_key_or_consumer(
         sink.write(b"half a header")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plugin.staged.envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope, "encrypt", broken)
     imp = Import(tmp_path, os.urandom(100_000), make_conf(), using(backend.manager))
     with pytest.raises(OSError, match="No space left"):
         imp.run()
@@ -408,7 +365,7 @@ def test_an_encryption_failing_midway_under_a_shared_kek_keeps_the_kek_and_drops
     def broken(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(plugin.staged.envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope, "encrypt", broken)
     imp = Import(tmp_path, b"data", make_conf(kek_id=kek_id), using(backend.manager))
     with pytest.raises(OSError):
         imp.run()
@@ -590,7 +547,7 @@ class SecretSpy:
             return value
 
         monkeypatch.setattr(manager, "get_key", get_key)
-        monkeypatch.setattr(envelope.os, "urandom", urandom)
+        monkeypatch.setattr(os, "urandom", urandom)
 
     def forms(self) -> list[str]:
         found = []
@@ -644,7 +601,7 @@ def test_no_key_material_is_logged_during_a_failing_import(
         real_encrypt(source, sink, keks, **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plugin.staged.envelope, "encrypt", failing)
+    monkeypatch.setattr(envelope, "encrypt", failing)
     imp = Import(tmp_path, os.urandom(40_000), make_conf(), using(barbican.manager))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(OSError):

@@ -46,7 +46,6 @@ prefix is already invalid, else at most 8192 bytes (MAX_HEADER), however long th
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import time
@@ -62,6 +61,7 @@ from img_crypt._io import DEFAULT_READ_SIZE
 from img_crypt.envelope import Kek
 from img_crypt.errors import FormatError
 from img_crypt.format import MAGIC, MAX_HEADER, MIN_HEADER
+from tests.support.data import labelled_bytes
 
 PIECE = 64  # generator item size; divides MAX_HEADER
 READER_READ = 512  # read() size of the read-only stream; divides MAX_HEADER
@@ -71,12 +71,7 @@ TIME_BOUND = 0.5
 
 
 def _bytes(label: str, size: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"test_hostile_headers/{label}/{counter}".encode()).digest()
-        counter += 1
-    return out[:size]
+    return labelled_bytes("test_hostile_headers", label, size)
 
 
 KEK_A = Kek("local", "5c0e1d2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f", _bytes("kek-a", 32))

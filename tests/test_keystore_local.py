@@ -9,7 +9,7 @@ import os
 import stat
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,23 +24,10 @@ from img_crypt.errors import (
 from img_crypt.keys import local
 from img_crypt.keys.base import KEK_BYTES, Consumer
 from img_crypt.keys.local import KeyRecord, LocalKeyStore, default_store_path
+from tests.support.cli import cli
 
 C1 = Consumer(service="image", resource_type="image", resource_id="img-1")
 C2 = Consumer(service="image", resource_type="image", resource_id="img-2")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalKeyStore:
-    return LocalKeyStore(tmp_path / "store")
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode_of(path: Path) -> int:
@@ -187,6 +174,68 @@ def test_refuses_symlinked_key_file(store: LocalKeyStore, tmp_path: Path) -> Non
     with pytest.raises(KeyManagerError, match="symlink") as info:
         store.get_key(key_id)
     assert not isinstance(info.value, KeyNotFoundError)
+
+
+OTHER_UID = 12345
+
+
+def give_away(path: Path) -> None:
+    """Make ``path`` another user's; the suite runs as root, so this must work."""
+    try:
+        os.chown(path, OTHER_UID, OTHER_UID, follow_symlinks=False)
+    except PermissionError:
+        pytest.fail(f"cannot chown {path} to uid {OTHER_UID}: the ownership tests need root")
+    assert os.lstat(path).st_uid == OTHER_UID
+
+
+def assert_refused_as_not_owned(call: Callable[[], object], path: Path) -> None:
+    with pytest.raises(KeyManagerError) as info:
+        call()
+    message = str(info.value)
+    assert not isinstance(info.value, KeyNotFoundError)
+    assert message == (f"{path} is owned by uid {OTHER_UID}, not by uid {os.geteuid()} "
+                       f"running img-crypt; if it is yours, run: chown {os.geteuid()} {path}")
+
+
+def test_refuses_a_store_directory_owned_by_another_user(store: LocalKeyStore) -> None:
+    key_id = store.create_key()
+    give_away(store.path)
+    for call in (lambda: store.get_key(key_id), store.create_key, store.list_keys,
+                 lambda: store.add_consumer(key_id, C1), lambda: store.delete_key(key_id)):
+        assert_refused_as_not_owned(call, store.path)
+    assert [p.name for p in store.path.iterdir()] == [key_file(store, key_id).name]
+
+
+def test_refuses_a_key_file_owned_by_another_user(store: LocalKeyStore) -> None:
+    key_id = store.create_key()
+    give_away(key_file(store, key_id))
+    for call in (lambda: store.get_key(key_id), store.list_keys,
+                 lambda: store.list_consumers(key_id), lambda: store.add_consumer(key_id, C1)):
+        assert_refused_as_not_owned(call, key_file(store, key_id))
+    assert not consumers_file(store, key_id).exists()
+
+
+def test_refuses_a_consumer_record_owned_by_another_user(store: LocalKeyStore) -> None:
+    key_id = store.create_key()
+    store.add_consumer(key_id, C1)
+    give_away(consumers_file(store, key_id))
+    for call in (lambda: store.list_consumers(key_id), store.list_keys,
+                 lambda: store.add_consumer(key_id, C2),
+                 lambda: store.remove_consumer(key_id, C1), lambda: store.delete_key(key_id)):
+        assert_refused_as_not_owned(call, consumers_file(store, key_id))
+    assert key_file(store, key_id).exists()
+
+
+def test_the_cli_reports_a_foreign_key_file_in_one_line(store: LocalKeyStore) -> None:
+    key_id = store.create_key()
+    give_away(key_file(store, key_id))
+
+    run = cli("keys", "list", "--key-store", str(store.path))
+
+    assert run.code == 1
+    assert run.err == (f"img-crypt: error: {key_file(store, key_id)} is owned by uid "
+                       f"{OTHER_UID}, not by uid {os.geteuid()} running img-crypt; if it is "
+                       f"yours, run: chown {os.geteuid()} {key_file(store, key_id)}\n")
 
 
 # --- store location ---------------------------------------------------------------------

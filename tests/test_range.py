@@ -6,19 +6,23 @@ ever written; only the chunks that hold the range (and the final chunk) are read
 
 from __future__ import annotations
 
-import functools
 import io
 import os
-import random
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from img_crypt import _cobblestone, envelope
+from img_crypt.envelope import Kek, KekLookup
 from img_crypt.errors import AuthenticationError, BindingError, UsageError
 from img_crypt.format import MAX_HEADER
+from tests.support.data import plaintext
+from tests.support.sinks import RecordingSink
 
 MiB = 1 << 20
 CHUNK = _cobblestone.CHUNK
@@ -27,13 +31,12 @@ PREFIX = _cobblestone.PREFIX
 SIZES = [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 9]
 TAMPER_SIZE = 3 * CHUNK + 9  # chunks 0..2 full, chunk 3 (final) holds 9 bytes
 
+Encrypted = Callable[[int], tuple[bytes, bytes]]
+OnDisk = Callable[[int], Path]
+Span = tuple[int, int | None]
 
-@functools.cache
-def plaintext(size: int) -> bytes:
-    return random.Random(size).randbytes(size)
 
-
-def range_cases():
+def range_cases() -> Iterator[Any]:
     for size in SIZES:
         points = sorted({p for p in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK - 1, 2 * CHUNK,
                                      size - 1, size) if 0 <= p <= size})
@@ -44,7 +47,7 @@ def range_cases():
 
 
 @pytest.fixture(scope="module")
-def encrypted(kek, lookup):
+def encrypted(kek: Kek, lookup: KekLookup) -> Encrypted:
     """``encrypted(size)``: (file bytes, full decryption) of ``plaintext(size)``, cached."""
     cache: dict[int, tuple[bytes, bytes]] = {}
 
@@ -61,11 +64,11 @@ def encrypted(kek, lookup):
 
 
 @pytest.fixture(scope="module")
-def on_disk(tmp_path_factory, encrypted):
+def on_disk(tmp_path_factory: pytest.TempPathFactory, encrypted: Encrypted) -> OnDisk:
     """``on_disk(size)``: the path of that file, written once."""
     folder = tmp_path_factory.mktemp("range")
 
-    def get(size: int):
+    def get(size: int) -> Path:
         path = folder / f"{size}.icr"
         if not path.exists():
             path.write_bytes(encrypted(size)[0])
@@ -81,8 +84,10 @@ def header_size(file: bytes) -> int:
 # --- a range is a slice of the full decryption -----------------------------------------------
 
 @pytest.mark.parametrize("case", list(range_cases()))
-def test_range_equals_slice_of_full_decryption(case, on_disk, encrypted, lookup,
-                                               recording_sink):
+def test_range_equals_slice_of_full_decryption(case: tuple[int, int, int | None],
+                                               on_disk: OnDisk, encrypted: Encrypted,
+                                               lookup: KekLookup,
+                                               recording_sink: RecordingSink) -> None:
     size, start, end = case
     full = encrypted(size)[1]
     with open(on_disk(size), "rb") as f:
@@ -94,7 +99,8 @@ def test_range_equals_slice_of_full_decryption(case, on_disk, encrypted, lookup,
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(size=st.integers(0, 100 * 1024), data=st.data())
-def test_any_range_equals_slice_of_full_decryption(kek, lookup, size, data):
+def test_any_range_equals_slice_of_full_decryption(kek: Kek, lookup: KekLookup, size: int,
+                                                   data: st.DataObject) -> None:
     start = data.draw(st.integers(0, size), label="start")
     end = data.draw(st.none() | st.integers(start, size), label="end")
     file, back = io.BytesIO(), io.BytesIO()
@@ -109,7 +115,8 @@ def test_any_range_equals_slice_of_full_decryption(kek, lookup, size, data):
     assert back.getvalue() == plaintext(size)
 
 
-def test_range_starts_where_the_file_position_is(encrypted, lookup):
+def test_range_starts_where_the_file_position_is(encrypted: Encrypted,
+                                                 lookup: KekLookup) -> None:
     """The file may sit inside a larger stream: the header starts at the current position."""
     junk = b"\xff" * 1000
     f = io.BytesIO(junk + encrypted(TAMPER_SIZE)[0])
@@ -123,7 +130,9 @@ def test_range_starts_where_the_file_position_is(encrypted, lookup):
     (-1, None), (-1, 10), (0, CHUNK + 2), (CHUNK + 2, None), (CHUNK + 2, CHUNK + 2),
     (10, 5), (1, 0),
 ])
-def test_out_of_range_requests_are_usage_errors(start, end, on_disk, lookup, recording_sink):
+def test_out_of_range_requests_are_usage_errors(start: int, end: int | None, on_disk: OnDisk,
+                                                lookup: KekLookup,
+                                                recording_sink: RecordingSink) -> None:
     with open(on_disk(CHUNK + 1), "rb") as f, pytest.raises(UsageError):
         envelope.decrypt_range(f, recording_sink, lookup, start, end)
     assert recording_sink.writes == []
@@ -187,7 +196,9 @@ RANGES = [(0, 10), (CHUNK + 7, 2 * CHUNK + 7), (3 * CHUNK, None), (0, None)]
 
 @pytest.mark.parametrize("damage", DAMAGE)
 @pytest.mark.parametrize("span", RANGES, ids=str)
-def test_damaged_file_fails_before_any_write(damage, span, encrypted, lookup, recording_sink):
+def test_damaged_file_fails_before_any_write(damage: Callable[[bytes], bytes], span: Span,
+                                             encrypted: Encrypted, lookup: KekLookup,
+                                             recording_sink: RecordingSink) -> None:
     start, end = span
     damaged = damage(encrypted(TAMPER_SIZE)[0])
     with pytest.raises(AuthenticationError):
@@ -199,7 +210,8 @@ def test_damaged_file_fails_before_any_write(damage, span, encrypted, lookup, re
     (CHUNK, CHUNK + 1), (CHUNK + 50, 40_000), (20_000, None), (2 * CHUNK - 1, 2 * CHUNK),
 ])
 def test_flip_in_the_first_chunk_of_the_range_fails_before_any_write(
-        start, end, encrypted, lookup, recording_sink):
+        start: int, end: int | None, encrypted: Encrypted, lookup: KekLookup,
+        recording_sink: RecordingSink) -> None:
     file = encrypted(TAMPER_SIZE)[0]
     damaged = flip(file, header_size(file) + PREFIX + CT_CHUNK + 100)  # in chunk 1
     with pytest.raises(AuthenticationError):
@@ -208,7 +220,7 @@ def test_flip_in_the_first_chunk_of_the_range_fails_before_any_write(
 
 
 def test_flip_in_a_later_chunk_of_the_range_writes_only_authenticated_chunks(
-        encrypted, lookup, recording_sink):
+        encrypted: Encrypted, lookup: KekLookup, recording_sink: RecordingSink) -> None:
     """Like the streaming reader, a range releases each chunk once its tag verified: a bad
     chunk 1 inside [0:end] fails, and what was written is at most chunk 0, exactly."""
     file = encrypted(TAMPER_SIZE)[0]
@@ -220,7 +232,8 @@ def test_flip_in_a_later_chunk_of_the_range_writes_only_authenticated_chunks(
     assert written == plaintext(TAMPER_SIZE)[10:10 + len(written)]
 
 
-def test_a_range_authenticates_what_it_reads_not_the_whole_file(encrypted, lookup):
+def test_a_range_authenticates_what_it_reads_not_the_whole_file(encrypted: Encrypted,
+                                                                 lookup: KekLookup) -> None:
     """A flipped byte in chunk 2 does not concern a range inside chunk 0."""
     file = encrypted(TAMPER_SIZE)[0]
     damaged = flip(file, header_size(file) + PREFIX + 2 * CT_CHUNK + 100)
@@ -234,7 +247,7 @@ def test_a_range_authenticates_what_it_reads_not_the_whole_file(encrypted, looku
 class CountingFile:
     """A seekable file that counts the bytes ``read`` returns."""
 
-    def __init__(self, f) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
         self._f = f
         self.bytes_read = 0
 
@@ -254,7 +267,7 @@ BIG_MIB = 40
 
 
 @pytest.fixture(scope="module")
-def big_file(tmp_path_factory, kek):
+def big_file(tmp_path_factory: pytest.TempPathFactory, kek: Kek) -> Path:
     """A ~40 MiB file whose plaintext MiB ``i`` is the byte ``i`` repeated."""
     path = tmp_path_factory.mktemp("big") / "big.icr"
     with open(path, "wb") as f:
@@ -265,12 +278,13 @@ def big_file(tmp_path_factory, kek):
 @pytest.mark.parametrize(("start", "end"), [
     ((BIG_MIB - 1) * MiB, None), (0, MiB), (17 * MiB + 12345, 18 * MiB + 12345),
 ])
-def test_range_reads_only_its_chunks(big_file, lookup, start, end):
+def test_range_reads_only_its_chunks(big_file: Path, lookup: KekLookup, start: int,
+                                     end: int | None) -> None:
     expected = b"".join(bytes([i]) * MiB for i in range(BIG_MIB))[start:end]
     out = io.BytesIO()
     with open(big_file, "rb") as raw:
         counting = CountingFile(raw)
-        envelope.decrypt_range(counting, out, lookup, start, end)
+        envelope.decrypt_range(cast(BinaryIO, counting), out, lookup, start, end)  # duck-typed
     assert out.getvalue() == expected
     # 1 MiB of plaintext is 64 or 65 chunks (1.05 MiB); add the final chunk and at most one
     # header (the header reader may read up to MAX_HEADER bytes).
@@ -280,7 +294,8 @@ def test_range_reads_only_its_chunks(big_file, lookup, start, end):
 
 # --- binding --------------------------------------------------------------------------------
 
-def test_range_checks_the_image_binding(kek, lookup, recording_sink):
+def test_range_checks_the_image_binding(kek: Kek, lookup: KekLookup,
+                                        recording_sink: RecordingSink) -> None:
     image = uuid.uuid4()
     bound, unbound = io.BytesIO(), io.BytesIO()
     envelope.encrypt(plaintext(CHUNK + 1), bound, [kek], image_id=image)

@@ -70,11 +70,6 @@ class FakeGlance:
         return self.states.get(image_id, EXISTS)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LocalKeyStore:
-    return LocalKeyStore(tmp_path / "keys")
-
-
 def key_with(store: LocalKeyStore, name: str | None, *consumers: Consumer) -> str:
     key_id = store.create_key(name=name)
     for consumer in consumers:

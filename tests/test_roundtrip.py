@@ -8,11 +8,12 @@ delivers, with one exception to keep the run short (see :func:`plan`).
 
 from __future__ import annotations
 
-import functools
 import io
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -20,9 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from img_crypt import _cobblestone, envelope
+from img_crypt._io import Input
 from img_crypt._payload import decrypt_buffer_size, encrypt_buffer_size
+from img_crypt.envelope import Kek, KekLookup
 from img_crypt.errors import BindingError
 from img_crypt.format import parse
+from tests.support.data import plaintext, seeded_bytes
+from tests.support.sinks import RecordingSink, ShortWriteSink
 
 MiB = 1 << 20
 CHUNK = _cobblestone.CHUNK
@@ -30,6 +35,8 @@ SMALL_LIMIT = 2 * CHUNK + 500
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, SMALL_LIMIT, 5 * MiB + 7]
 READ_SIZES = [1, 512, CHUNK - 1, CHUNK, CHUNK + 1, MiB]
 INPUTS = ["file", "pipe", "iterator", "short_reads"]
+MakeInput = Callable[[str, bytes, int], Input]
+Ciphertext = Callable[[int], bytes]
 CASES = [pytest.param((size, read), id=f"size{size}-read{read}")
          for size in SIZES for read in READ_SIZES]
 
@@ -47,11 +54,6 @@ def plan(size: int, read_size: int) -> tuple[int, int]:
     if read_size == 1 and size > SMALL_LIMIT:
         return CHUNK, CHUNK
     return read_size, read_size
-
-
-@functools.cache
-def plaintext(size: int) -> bytes:
-    return random.Random(size).randbytes(size)
 
 
 class ShortReads:
@@ -80,11 +82,12 @@ def pieces(data: bytes, piece: int) -> Iterator[bytes | bytearray | memoryview]:
 
 
 @pytest.fixture
-def make_input(tmp_path, pipe_feeder):
+def make_input(tmp_path: Path,
+               pipe_feeder: Callable[[bytes, int], BinaryIO]) -> Iterator[MakeInput]:
     """``make(kind, data, piece)``: ``data`` as an input of the given kind."""
-    opened = []
+    opened: list[BinaryIO] = []
 
-    def make(kind: str, data: bytes, piece: int):
+    def make(kind: str, data: bytes, piece: int) -> Input:
         if kind == "file":
             path = tmp_path / f"input-{len(opened)}"
             path.write_bytes(data)
@@ -105,7 +108,7 @@ def make_input(tmp_path, pipe_feeder):
 
 
 @pytest.fixture(scope="module")
-def ciphertext(kek):
+def ciphertext(kek: Kek) -> Ciphertext:
     """``ciphertext(size)``: one encryption of ``plaintext(size)``, shared by the module."""
     cache: dict[int, bytes] = {}
 
@@ -130,7 +133,8 @@ def check_summary(summary: envelope.Summary, size: int, file_size: int) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", INPUTS)
-def test_encrypt_from_input_round_trips(kind, case, make_input, kek, lookup):
+def test_encrypt_from_input_round_trips(kind: str, case: tuple[int, int], make_input: MakeInput,
+                                        kek: Kek, lookup: KekLookup) -> None:
     size, read_size = case
     engine, piece = plan(size, read_size)
     source = make_input(kind, plaintext(size), piece)
@@ -152,7 +156,8 @@ def test_encrypt_from_input_round_trips(kind, case, make_input, kek, lookup):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", INPUTS)
-def test_decrypt_from_input_round_trips(kind, case, make_input, ciphertext, lookup):
+def test_decrypt_from_input_round_trips(kind: str, case: tuple[int, int], make_input: MakeInput,
+                                        ciphertext: Ciphertext, lookup: KekLookup) -> None:
     size, read_size = case
     data = ciphertext(size)
     engine, piece = plan(size, read_size)
@@ -171,7 +176,8 @@ def test_decrypt_from_input_round_trips(kind, case, make_input, ciphertext, look
 
 @pytest.mark.parametrize("case", CASES)
 def test_recording_sink_sees_the_exact_bytes_of_each_write(
-        case, recording_sink, kek, lookup, ciphertext):
+        case: tuple[int, int], recording_sink: RecordingSink, kek: Kek, lookup: KekLookup,
+        ciphertext: Ciphertext) -> None:
     size, read_size = case
     engine, piece = plan(size, read_size)
     summary = envelope.encrypt(pieces(plaintext(size), piece), recording_sink, [kek],
@@ -192,7 +198,8 @@ def test_recording_sink_sees_the_exact_bytes_of_each_write(
 
 @pytest.mark.parametrize("case", CASES)
 def test_short_writes_are_retried_until_everything_is_written(
-        case, short_write_sink, kek, lookup, ciphertext):
+        case: tuple[int, int], short_write_sink: ShortWriteSink, kek: Kek, lookup: KekLookup,
+        ciphertext: Ciphertext) -> None:
     size, read_size = case
     engine, piece = plan(size, read_size)
     summary = envelope.encrypt(pieces(plaintext(size), piece), short_write_sink, [kek],
@@ -222,7 +229,7 @@ def unwrap_dek(file: bytes, kek: envelope.Kek) -> bytes:
     return AESGCM(kek.key).decrypt(slot.nonce, slot.wrapped_dek, aad)
 
 
-def test_encrypting_twice_gives_unrelated_ciphertexts(kek, lookup):
+def test_encrypting_twice_gives_unrelated_ciphertexts(kek: Kek, lookup: KekLookup) -> None:
     data = plaintext(CHUNK + 1)
     first, second = io.BytesIO(), io.BytesIO()
     s1 = envelope.encrypt(data, first, [kek])
@@ -242,7 +249,7 @@ def test_encrypting_twice_gives_unrelated_ciphertexts(kek, lookup):
         assert out.getvalue() == data
 
 
-def test_image_id_round_trips_and_binds(kek, lookup):
+def test_image_id_round_trips_and_binds(kek: Kek, lookup: KekLookup) -> None:
     image = uuid.uuid4()
     out = io.BytesIO()
     summary = envelope.encrypt(plaintext(CHUNK + 1), out, [kek], image_id=image)
@@ -263,7 +270,7 @@ def test_image_id_round_trips_and_binds(kek, lookup):
 BOUNDARY_SIZES = sorted({k * CHUNK + d for k in range(5) for d in (-1, 0, 1)} - {-1})
 plaintexts = st.one_of(
     st.binary(max_size=2048),
-    st.builds(lambda size, seed: random.Random(seed).randbytes(size),
+    st.builds(seeded_bytes,
               st.one_of(st.integers(0, 70 * 1024), st.sampled_from(BOUNDARY_SIZES)),
               st.integers(0, 2**32)),
 )
@@ -271,7 +278,9 @@ plaintexts = st.one_of(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=plaintexts, read_size=st.integers(1, 70_000), image_id=st.none() | st.uuids())
-def test_any_bytes_round_trip_at_any_read_size(kek, lookup, data, read_size, image_id):
+def test_any_bytes_round_trip_at_any_read_size(kek: Kek, lookup: KekLookup, data: bytes,
+                                               read_size: int,
+                                               image_id: uuid.UUID | None) -> None:
     out = io.BytesIO()
     summary = envelope.encrypt(pieces(data, read_size), out, [kek], image_id=image_id,
                                read_size=read_size)

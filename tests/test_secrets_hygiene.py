@@ -98,10 +98,10 @@ from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
+from tests.support.backends import PROJECT, Backend, open_backend
 from tests.support.cli import Run, cli
 from tests.support.glance_import import Import, glance_conf, make_conf, using
 
-PROJECT = "p1"
 REPO = Path(__file__).resolve().parent.parent
 PIECE, RAW_PIECE = 16, 10
 UUID_LEN = 36
@@ -631,26 +631,15 @@ def run_import(imp: Import, *, fail_after: bool) -> None:
     engines.run(flow, store={"file_path": imp.file_path})
 
 
-@dataclass
-class PluginBackend:
-    name: str
-    manager: KeyManager
-    mock: MockBarbican | None = None
-
-
 @pytest.fixture(params=["local", "mock-2026.2"])
 def plugin_backend(request: pytest.FixtureRequest, tmp_path: Path,
-                   fast_retries: None) -> Iterator[PluginBackend]:
-    if request.param == "local":
-        yield PluginBackend("local", LocalKeyStore(tmp_path / "keys"))
-        return
-    with MockBarbican(era="2026.2") as mock:
-        yield PluginBackend(request.param, connect(url=mock.url, project_id=PROJECT,
-                                                   backoff=0), mock)
+                   fast_retries: None) -> Iterator[Backend]:
+    with open_backend(request.param, tmp_path) as opened:
+        yield opened
 
 
 @pytest.mark.parametrize("fail_after", [False, True], ids=["imported", "reverted"])
-def test_plugin_import_and_revert_log_no_key(watch: Watch, plugin_backend: PluginBackend,
+def test_plugin_import_and_revert_log_no_key(watch: Watch, plugin_backend: Backend,
                                             tmp_path: Path, fail_after: bool) -> None:
     data = os.urandom(3 * 16384 + 5)
     imp = Import(tmp_path, data, make_conf(), using(plugin_backend.manager))
@@ -705,7 +694,7 @@ def encrypted_image(manager: KeyManager) -> dict[str, Any]:
         props.DELETION_POLICY: "on_image_deletion"}}
 
 
-def test_on_image_delete_logs_no_key(watch: Watch, plugin_backend: PluginBackend) -> None:
+def test_on_image_delete_logs_no_key(watch: Watch, plugin_backend: Backend) -> None:
     manager = plugin_backend.manager
     image = encrypted_image(manager)
     outcome = lifecycle.on_image_delete(image, lambda owner: manager, service="image")
@@ -748,11 +737,6 @@ def test_the_notifier_driver_logs_no_key(watch: Watch, mock_target: Target,
 # --- key-store modes (what test_keystore_local.py does not already cover) ---------------------
 
 C1 = Consumer(service="image", resource_type="image", resource_id="img-1")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalKeyStore:
-    return LocalKeyStore(tmp_path / "store")
 
 
 def mode_of(path: Path) -> int:

@@ -15,7 +15,6 @@ Bit flips: flipping all ~270k bits one at a time is too slow, so the test flips
 
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 import uuid
@@ -32,6 +31,8 @@ from img_crypt.errors import (
     KeyNotFoundError,
     UsageError,
 )
+from tests.support.data import labelled_bytes, seeded_bytes
+from tests.support.sinks import RecordingSink
 
 CHUNK, CT_CHUNK, PREFIX = 16384, 16400, 56
 REJECT = (FormatError, AuthenticationError, BindingError)
@@ -39,12 +40,7 @@ READ_SIZES = (1000, 4096, CT_CHUNK, 1 << 20)
 
 
 def _bytes(label: str, size: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"test_tamper/{label}/{counter}".encode()).digest()
-        counter += 1
-    return out[:size]
+    return labelled_bytes("test_tamper", label, size)
 
 
 LOCAL = Kek("local", "6f1c2b7e-3a51-4c0e-9d7b-2f4e8a1c5d90", _bytes("kek-local", 32))
@@ -52,7 +48,7 @@ BARBICAN = Kek("barbican", "0b8e5f3c-7d21-4a9e-b6c4-1e3f5a7b9c2d", _bytes("kek-b
 THIRD = Kek("local", "c4d2e1f0-5b6a-4978-8a9b-0c1d2e3f4a5b", _bytes("kek-third", 32))
 IMAGE = uuid.UUID("5e0c7f8a-2b4d-4c6e-8f1a-3b5d7f9e1c2a")
 OTHER_IMAGE = uuid.UUID("a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d")
-PLAIN = random.Random(20240501).randbytes(2 * CHUNK + 500)
+PLAIN = seeded_bytes(2 * CHUNK + 500, 20240501)
 
 
 def seal(label: str, keks: tuple[Kek, ...] = (LOCAL, BARBICAN), image: uuid.UUID | None = IMAGE,
@@ -78,21 +74,9 @@ def lookup_of(*keks: Kek) -> envelope.KekLookup:
 BOTH = lookup_of(LOCAL, BARBICAN)
 
 
-class Sink:
-    """Records every write."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: Any) -> int:
-        piece = bytes(data)
-        self.data += piece
-        return len(piece)
-
-
 def decrypt(data: bytes, *, lookup: envelope.KekLookup = BOTH,
             image_id: uuid.UUID | None = IMAGE, read_size: int = 4096) -> bytes:
-    sink = Sink()
+    sink = RecordingSink()
     envelope.decrypt(io.BytesIO(data), sink, lookup, image_id=image_id, read_size=read_size)
     return bytes(sink.data)
 
@@ -101,7 +85,7 @@ def rejected(data: bytes, *, lookup: envelope.KekLookup = BOTH,
              image_id: uuid.UUID | None = IMAGE, read_size: int = 4096,
              plain: bytes = PLAIN) -> tuple[Exception, bytes]:
     """Decrypt ``data`` expecting a rejection; return the error and what the sink received."""
-    sink = Sink()
+    sink = RecordingSink()
     try:
         envelope.decrypt(io.BytesIO(data), sink, lookup, image_id=image_id,
                          read_size=read_size)
@@ -315,7 +299,7 @@ def test_header_from_another_file_is_rejected() -> None:
 # --- rewrap --------------------------------------------------------------------------------
 
 def _rewrap(data: bytes, lookup: envelope.KekLookup, **kwargs: Any) -> bytes:
-    sink = Sink()
+    sink = RecordingSink()
     envelope.rewrap(io.BytesIO(data), sink, lookup, **kwargs)
     return bytes(sink.data)
 
@@ -344,7 +328,7 @@ def test_rewrap_add_then_remove() -> None:
     assert [s.key_id for s in envelope.inspect(io.BytesIO(removed)).header.slots] == [
         THIRD.key_id]
     assert decrypt(removed, lookup=lookup_of(THIRD)) == PLAIN
-    sink = Sink()
+    sink = RecordingSink()
     with pytest.raises(KeyNotFoundError):
         envelope.decrypt(io.BytesIO(removed), sink, lookup_of(LOCAL))
     assert sink.data == b""
@@ -370,13 +354,13 @@ def test_rewrap_edge_cases() -> None:
     with pytest.raises(KeyNotFoundError):
         decrypt(swapped, lookup=BOTH)
     # no usable KEK: nothing written
-    sink = Sink()
+    sink = RecordingSink()
     with pytest.raises(KeyNotFoundError):
         envelope.rewrap(io.BytesIO(FILE), sink, lookup_of(THIRD), add=[THIRD])
     assert sink.data == b""
     # a tampered header is refused (the MAC is checked before rewriting)
     start, _ = _slot_span(FILE, 1)
-    sink = Sink()
+    sink = RecordingSink()
     with pytest.raises(AuthenticationError):
         envelope.rewrap(io.BytesIO(flip(FILE, start + 60, 0)), sink, lookup_of(LOCAL),
                         add=[THIRD])

@@ -69,10 +69,8 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import io
 import os
-import random
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -88,6 +86,7 @@ from img_crypt.envelope import Kek
 from img_crypt.errors import AuthenticationError, BindingError, FormatError
 from img_crypt.keys.local import KeyRecord
 from tests.support.cli import cli
+from tests.support.data import first_difference, labelled_bytes, seeded_bytes
 from tests.support.sinks import RecordingSink
 
 CHUNK, TAG, CT_CHUNK, PREFIX, MAC = 16384, 16, 16400, 56, 32
@@ -98,12 +97,7 @@ FILE_READ_SIZES = (1000, 1 << 20)
 
 
 def _bytes(label: str, size: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"test_tamper_matrix/{label}/{counter}".encode()).digest()
-        counter += 1
-    return out[:size]
+    return labelled_bytes("test_tamper_matrix", label, size)
 
 
 KEK_A = Kek("local", "2d9a4b6c-8e1f-4a3b-9c5d-7e0f1a2b3c4d", _bytes("kek-a", 32))
@@ -111,8 +105,8 @@ KEK_B = Kek("local", "7b3e5f10-2c4d-4e6f-8a9b-0c1d2e3f4a5b", _bytes("kek-b", 32)
 KEKS = {"ab": (KEK_A, KEK_B), "a": (KEK_A,), "b": (KEK_B,)}
 IMAGE = uuid.UUID("0a1b2c3d-4e5f-4607-8819-2a3b4c5d6e7f")
 OTHER_IMAGE = uuid.UUID("f0e1d2c3-b4a5-4697-8879-6a5b4c3d2e1f")
-PLAIN = random.Random(20240601).randbytes(FULL_CHUNKS * CHUNK + FINAL_PLAIN)
-OTHER_PLAIN = random.Random(20240602).randbytes(len(PLAIN))
+PLAIN = seeded_bytes(FULL_CHUNKS * CHUNK + FINAL_PLAIN, 20240601)
+OTHER_PLAIN = seeded_bytes(len(PLAIN), 20240602)
 
 
 def seal(label: str, plain: bytes = PLAIN, image: uuid.UUID | None = IMAGE,
@@ -179,21 +173,6 @@ def slot_span(data: bytes, index: int) -> tuple[int, int]:
 
 # --- the oracle -----------------------------------------------------------------------------
 
-def first_difference(data: bytes, original: bytes = FILE) -> int:
-    """Length of the longest common prefix of ``data`` and ``original``."""
-    a, b = memoryview(data), memoryview(original)
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 def releasable(data: bytes, expect: type[Exception]) -> int:
     """The most plaintext bytes a correct reader may release before failing on ``data``.
 
@@ -202,7 +181,7 @@ def releasable(data: bytes, expect: type[Exception]) -> int:
     """
     if expect is not AuthenticationError:
         return 0
-    offset = first_difference(data) - PAYLOAD
+    offset = first_difference(data, FILE) - PAYLOAD
     return 0 if offset < 0 else min(offset // CT_CHUNK, FULL_CHUNKS) * CHUNK
 
 
@@ -303,7 +282,7 @@ def _truncate_cases() -> dict[str, Case]:
 def _append_cases() -> dict[str, Case]:
     extra = {"1-zero-byte": b"\x00", "16-bytes": bytes(16), "copy-of-chunk0": C0,
              "copy-of-chunk4": C4, "copy-of-final-chunk": FINAL,
-             "random-chunk": random.Random(20240603).randbytes(CT_CHUNK)}
+             "random-chunk": seeded_bytes(CT_CHUNK, 20240603)}
     return {f"append-{name}": Case("append", const(FILE + data), AuthenticationError, cli=True)
             for name, data in extra.items()}
 

@@ -24,6 +24,7 @@ from cryptography.cobblestone import Cobblestone256Decryptor
 from img_crypt import envelope, errors
 from img_crypt.envelope import Kek
 from img_crypt.format import parse
+from tests.support.sinks import RecordingSink
 
 VECTORS = Path(__file__).resolve().parents[1] / "specs" / "vectors"
 GROUPS = ("valid.json", "invalid.json")
@@ -70,18 +71,6 @@ def _lookup(keks: list[Kek]) -> envelope.KekLookup:
 
 def _image(value: str | None) -> uuid.UUID | None:
     return uuid.UUID(value) if value is not None else None
-
-
-class Sink:
-    """Records every write."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self.data += chunk
-        return len(chunk)
 
 
 # --- the files as a whole ------------------------------------------------------------------
@@ -135,13 +124,13 @@ def test_valid_vector_decrypts(case: dict[str, Any]) -> None:
         salt=bytes.fromhex(case["salt"])) == file
     for kek in keks:  # each KEK alone, with and without the image id expected
         for expect in (None, image):
-            sink = Sink()
+            sink = RecordingSink()
             summary = envelope.decrypt(io.BytesIO(file), sink, _lookup([kek]), image_id=expect)
             assert hashlib.sha256(sink.data).hexdigest() == case["plaintext_sha256"]
             assert (summary.header_size, summary.payload_size, summary.plaintext_size) == (
                 sizes["header"], sizes["payload"], sizes["plaintext"])
     # small reads: the stream path chunk by chunk
-    sink = Sink()
+    sink = RecordingSink()
     envelope.decrypt(io.BytesIO(file), sink, _lookup(keks[-1:]), read_size=1000)
     assert bytes(sink.data) == plain
     info = envelope.inspect(io.BytesIO(file))
@@ -180,7 +169,7 @@ def test_invalid_vector_fails_as_stated(case: dict[str, Any], read_size: int) ->
     expected = ERRORS[case["error"]]
     file = bytes.fromhex(case["file"])
     keks = _keks(case.get("reader_keks", case["keks"]))
-    sink = Sink()
+    sink = RecordingSink()
     with pytest.raises(errors.ImgCryptError) as info:
         envelope.decrypt(io.BytesIO(file), sink, _lookup(keks),
                          image_id=_image(case.get("expect_image_id")), read_size=read_size)
@@ -202,7 +191,7 @@ def test_invalid_vector_inputs_are_a_valid_file(case: dict[str, Any]) -> None:
     sealed = envelope._seal_for_vectors(
         plain, keks, image_id=image, dek=bytes.fromhex(case["dek"]),
         nonces=[bytes.fromhex(n) for n in case["nonces"]], salt=bytes.fromhex(case["salt"]))
-    sink = Sink()
+    sink = RecordingSink()
     envelope.decrypt(io.BytesIO(sealed), sink, _lookup(keks), image_id=image)
     assert bytes(sink.data) == plain
     # only the caller-side cases (wrong expectation, missing key) leave the file as sealed

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cryptography.utils import Buffer
 
 from img_crypt import envelope
 from img_crypt._cobblestone import CHUNK as PT_CHUNK
@@ -35,11 +36,11 @@ class Recorder:
         self.parts: list[bytes] = []
         self.fail_at = fail_at
 
-    def write(self, data: memoryview | bytes) -> int:
+    def write(self, data: Buffer, /) -> int:
         if self.fail_at is not None and len(self.parts) + 1 == self.fail_at:
             raise OSError(28, "No space left on device")
         self.parts.append(bytes(data))
-        return len(data)
+        return len(self.parts[-1])
 
 
 def test_writes_arrive_in_order() -> None:
@@ -78,7 +79,7 @@ def test_abort_drops_queued_writes_and_joins() -> None:
     gate = threading.Event()
 
     class Slow(Recorder):
-        def write(self, data: memoryview | bytes) -> int:
+        def write(self, data: Buffer, /) -> int:
             gate.wait(5)
             return super().write(data)
 

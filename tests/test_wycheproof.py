@@ -3,14 +3,20 @@
 Each vector runs through (a) the streaming decryptor img-crypt uses
 (:class:`img_crypt._payload.PayloadDecryptor`), (b) our spec-level derivation
 (:func:`img_crypt._cobblestone.derive`) and (c) the seeking reader
-(:class:`img_crypt._cobblestone.ChunkReader`). The vectors are read from the shared directory
-next to the repository (``shared/vectors/wycheproof/``), never copied into it.
+(:class:`img_crypt._cobblestone.ChunkReader`). The vectors are read, never copied into the
+repository, from the directory ``--wycheproof-dir DIR`` names (default:
+``$IMG_CRYPT_WYCHEPROOF_DIR``, else ``../shared/vectors/wycheproof`` beside the repository; see
+tests/conftest.py). Without them every test here fails, naming that option: never a skip.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +36,7 @@ from img_crypt._cobblestone import (
 from img_crypt._payload import PayloadDecryptor, decrypt_buffer_size
 from img_crypt.errors import AuthenticationError
 
-VECTOR_DIR = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+REPO = Path(__file__).resolve().parents[1]
 FILES = {
     "aes256": ("c2sp_chunked_encryption_aes_256_gcm_test.json", COBBLESTONE_256),
     "aes128": ("c2sp_chunked_encryption_aes_128_gcm_test.json", COBBLESTONE_128),
@@ -64,10 +70,22 @@ class Vector:
                 and hashlib.sha512(data).hexdigest() == self.msg_sha512)
 
 
-def load_vectors() -> list[Vector]:
+def vector_dir(config: pytest.Config) -> Path:
+    """The directory ``--wycheproof-dir`` (or its default) names."""
+    return Path(config.getoption("wycheproof_dir"))
+
+
+@functools.cache
+def load_vectors(directory: Path) -> list[Vector] | str:
+    """The vectors of ``directory``, or why there are none (a one-line message)."""
     vectors = []
     for prefix, (name, suite) in FILES.items():
-        doc = json.loads((VECTOR_DIR / name).read_text())
+        try:
+            doc = json.loads((directory / name).read_text())
+        except FileNotFoundError:
+            return (f"Wycheproof vector {name} not found in {directory}: pass "
+                    f"--wycheproof-dir DIR (or set IMG_CRYPT_WYCHEPROOF_DIR) to the "
+                    f"shared/vectors/wycheproof directory")
         tests = [t for group in doc["testGroups"] for t in group["tests"]]
         assert len(tests) == doc["numberOfTests"]
         for group in doc["testGroups"]:
@@ -85,19 +103,67 @@ def load_vectors() -> list[Vector]:
     return vectors
 
 
-VECTORS = load_vectors()
-ALL = [pytest.param(v, id=v.id) for v in VECTORS]
-DERIVED = [pytest.param(v, id=v.id) for v in VECTORS if v.aead_key is not None]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``v``: each vector; ``derived``: each vector that gives its derivation. Without the
+    vectors, one ``vectors-missing`` case that fails."""
+    loaded = load_vectors(vector_dir(metafunc.config))
+    for name, derived_only in (("v", False), ("derived", True)):
+        if name in metafunc.fixturenames:
+            params = [pytest.param(v, id=v.id) for v in loaded
+                      if not derived_only or v.aead_key is not None] \
+                if isinstance(loaded, list) else [pytest.param(loaded, id="vectors-missing")]
+            metafunc.parametrize(name, params, indirect=True)
 
 
-def test_all_70_vectors_are_run():
-    assert len(VECTORS) == EXPECTED_VECTORS
-    assert len(ALL) == EXPECTED_VECTORS
-    assert len({v.id for v in VECTORS}) == EXPECTED_VECTORS
-    assert sum(v.suite is COBBLESTONE_256 for v in VECTORS) == 35
-    assert sum(v.valid for v in VECTORS) == 20
+def _present(param: Vector | str) -> Vector:
+    if isinstance(param, str):
+        pytest.fail(param, pytrace=False)
+    return param
+
+
+@pytest.fixture
+def v(request: pytest.FixtureRequest) -> Vector:
+    """One vector (parametrized by ``pytest_generate_tests``)."""
+    return _present(request.param)
+
+
+@pytest.fixture
+def derived(request: pytest.FixtureRequest) -> Vector:
+    """One vector that gives its AEAD key and base nonce."""
+    return _present(request.param)
+
+
+@pytest.fixture
+def vectors(pytestconfig: pytest.Config) -> list[Vector]:
+    """All the vectors; fails, naming ``--wycheproof-dir``, when they are absent."""
+    loaded = load_vectors(vector_dir(pytestconfig))
+    if isinstance(loaded, str):
+        pytest.fail(loaded, pytrace=False)
+    return loaded
+
+
+def test_all_70_vectors_are_run(vectors: list[Vector]) -> None:
+    assert len(vectors) == EXPECTED_VECTORS
+    assert len({v.id for v in vectors}) == EXPECTED_VECTORS
+    assert sum(v.suite is COBBLESTONE_256 for v in vectors) == 35
+    assert sum(v.valid for v in vectors) == 20
     # every vector that gives a derivation is checked by test_spec_derivation
-    assert len(DERIVED) == sum(v.aead_key is not None for v in VECTORS) > 0
+    assert sum(v.aead_key is not None for v in vectors) > 0
+
+
+def test_without_the_vectors_every_test_fails_naming_the_option(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IMG_CRYPT_WYCHEPROOF_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "--wycheproof-dir", str(tmp_path / "none"), "-k", "not without_the_vectors",
+         str(Path(__file__))], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        check=False)
+
+    assert done.returncode == 1, done.stdout
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("1 deselected, 5 errors in "), summary  # no skip, no pass
+    assert done.stdout.count(f"not found in {tmp_path / 'none'}: pass --wycheproof-dir DIR") \
+        >= 5, done.stdout
 
 
 # --- (a) the streaming decryptor -------------------------------------------------------------
@@ -106,7 +172,8 @@ def test_all_70_vectors_are_run():
 PIECES = [1000, CT_CHUNK, CT_CHUNK + 1, None]
 
 
-def stream(v: Vector, piece: int | None, ct: bytes):
+def stream(v: Vector, piece: int | None,
+           ct: bytes) -> tuple[PayloadDecryptor, bytes, AuthenticationError | None]:
     """Feed ``ct`` in pieces; return (decryptor, released plaintext, the error or None).
 
     "Released" is only what ``update_into`` counted (and what ``finalize`` returned).
@@ -135,8 +202,7 @@ def assert_keeps_failing(decryptor: PayloadDecryptor, ct: bytes) -> None:
             decryptor.finalize()
 
 
-@pytest.mark.parametrize("v", ALL)
-def test_streaming_decryptor(v: Vector):
+def test_streaming_decryptor(v: Vector) -> None:
     ct = v.ct
     if len(v.key) != v.suite.key_size:
         assert not v.valid and "InvalidKeySize" in v.flags
@@ -169,17 +235,16 @@ def test_streaming_decryptor(v: Vector):
 
 # --- (b) the spec derivation -----------------------------------------------------------------
 
-@pytest.mark.parametrize("v", DERIVED)
-def test_spec_derivation(v: Vector):
-    ct = v.ct
-    derived = derive(v.suite, v.key, ct[:SALT], v.ctx)
-    assert derived.aead_key == v.aead_key
-    assert derived.base_nonce == v.base_nonce
-    assert derived.commitment == ct[SALT:SALT + 32]
+def test_spec_derivation(derived: Vector) -> None:
+    ct = derived.ct
+    ours = derive(derived.suite, derived.key, ct[:SALT], derived.ctx)
+    assert ours.aead_key == derived.aead_key
+    assert ours.base_nonce == derived.base_nonce
+    assert ours.commitment == ct[SALT:SALT + 32]
 
 
-def test_derivation_rejects_a_wrong_key_size():
-    for v in VECTORS:
+def test_derivation_rejects_a_wrong_key_size(vectors: list[Vector]) -> None:
+    for v in vectors:
         if "InvalidKeySize" in v.flags:
             with pytest.raises(AuthenticationError):
                 derive(v.suite, v.key, bytes(SALT), v.ctx)
@@ -192,8 +257,7 @@ def open_reader(v: Vector, ct: bytes) -> ChunkReader:
                        lambda offset, size: ct[offset:offset + size])
 
 
-@pytest.mark.parametrize("v", ALL)
-def test_seeking_reader(v: Vector):
+def test_seeking_reader(v: Vector) -> None:
     ct = v.ct
     if v.valid:
         reader = open_reader(v, ct)

@@ -24,13 +24,16 @@ PROG = "img-crypt"
 
 def _parser() -> argparse.ArgumentParser:
     from img_crypt.cli import commands as c
+    from img_crypt.cli.files import output_path
     from img_crypt.cli.managers import add_options
 
     common = argparse.ArgumentParser(add_help=False)
     add_options(common)
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("-f", "--force", action="store_true",
-                     help="overwrite an existing OUTPUT (and write ciphertext to a terminal)")
+                     help="replace an existing regular-file OUTPUT whole (through a symlink: "
+                          "the file it leads to; the symlink stays), write in place to a "
+                          "device other than /dev/null, and write ciphertext to a terminal")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Envelope encryption of disk "
                                      "images: streaming Cobblestone-256 payloads under keys "
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encrypt", parents=[common, out], help="encrypt an image")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--kek", action="append", default=[], metavar="ID",
                    help="wrap the data key under this KEK (repeatable); default: a new key")
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",
@@ -54,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decrypt", parents=[common, out], help="decrypt an image")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",
                    help="require the file to be bound to this image id")
     p.add_argument("--range", type=c.byte_range, metavar="START:END",
@@ -70,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="add or remove key slots; the payload is authenticated and copied "
                             "unchanged")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--add-kek", action="append", default=[], metavar="ID",
                    help="wrap the data key under this KEK too (repeatable); a file bound to an "
                         "image registers the image as its consumer before OUTPUT is published")
@@ -82,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
                         "by default every payload chunk is authenticated before OUTPUT is "
                         "published, so a corrupt or tampered file is never rewrapped")
     p.set_defaults(func=c.rewrap)
+
+    _add_keys(sub, common)
+    _add_reconcile(sub, common)
+    return parser
+
+
+def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+              common: argparse.ArgumentParser) -> None:
+    from img_crypt.cli import commands as c
 
     keys = sub.add_parser("keys", help="manage key-encryption keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -99,8 +111,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=c.keys_consumers)
-    _add_reconcile(sub, common)
-    return parser
 
 
 def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -1,8 +1,10 @@
 """Opening CLI inputs and outputs the Unix way, and never leaving a partial output behind.
 
-``-`` is stdin/stdout. A regular-file OUTPUT is written to a temporary file in the same
-directory and linked into place only on success; an OUTPUT that is not a regular file
-(``/dev/null``, a FIFO, a terminal) is written in place.
+``-`` (and ``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``) is stdin/stdout. A new or
+(with ``--force``) existing regular-file OUTPUT is published whole by :mod:`img_crypt._atomic`.
+A symlink is never replaced: the file it leads to is; a dangling one is refused. ``/dev/null``,
+FIFOs and terminals are written in place; another device needs ``--force`` and is then written
+in place; a socket or a directory is refused.
 """
 
 from __future__ import annotations
@@ -11,16 +13,25 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
+from img_crypt._atomic import atomic_file, umask_mode
 from img_crypt.errors import ImgCryptError
+
+STDOUT_NAMES = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+"""OUTPUT names that mean standard output."""
 
 
 def _os_error(action: str, path: str, error: OSError) -> ImgCryptError:
     return ImgCryptError(f"cannot {action} {path}: {error.strerror or error}")
+
+
+def output_path(text: str) -> str:
+    """The argparse type of OUTPUT: every name of standard output becomes ``-``."""
+    return "-" if text in STDOUT_NAMES else text
 
 
 @contextlib.contextmanager
@@ -40,68 +51,93 @@ def open_input(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 def refuse_terminal(path: str, force: bool) -> None:
     """Refuse to write binary ciphertext to a terminal unless forced (as age does)."""
-    if path == "-" and sys.stdout.isatty() and not force:
+    if output_path(path) == "-" and sys.stdout.isatty() and not force:
         raise ImgCryptError("refusing to write encrypted data to a terminal "
                             "(redirect stdout or use --force)")
 
 
 @contextlib.contextmanager
 def open_output(path: str, *, force: bool) -> Iterator[BinaryIO]:
-    """Yield a writable stream for ``path``; publish it only if the block succeeds."""
-    if path == "-":
+    """Yield a writable stream for ``path``; a file is published only if the block succeeds."""
+    if output_path(path) == "-":
         out = sys.stdout.buffer
         yield out
         out.flush()
         return
-    target = Path(path)
     try:
-        st: os.stat_result | None = os.stat(target)
+        st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         st = None
     except OSError as e:
         raise _os_error("write", path, e) from None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        with _in_place(path) as out:
-            yield out
-        return
-    if st is not None and not force:
-        raise ImgCryptError(f"{path} already exists (use --force to overwrite it)")
-    with _atomic(target, replace=force) as out:
+    if st is None:
+        if os.path.islink(path):
+            raise ImgCryptError(f"not writing through dangling symlink {path}")
+        opened = atomic_file(Path(path), mode=umask_mode(), replace=False, suffix=".part")
+    elif stat.S_ISREG(st.st_mode):
+        if not force:
+            raise ImgCryptError(f"{path} already exists (use --force to overwrite it)")
+        opened = atomic_file(_file_behind(path, st), mode=umask_mode(), suffix=".part")
+    else:
+        opened = _in_place(path, st, force=force)
+    with _reported(path, opened) as out:
+        yield out
+
+
+def _file_behind(path: str, st: os.stat_result) -> Path:
+    """The regular file ``path`` names, symlinks followed: what ``--force`` replaces."""
+    real = Path(os.path.realpath(path))
+    try:
+        same = os.path.samestat(os.stat(real), st)
+    except OSError:
+        same = False
+    if not same:  # e.g. /dev/fd/N of a deleted file: there is no name to replace
+        raise ImgCryptError(f"{path} does not lead to a file that can be replaced; "
+                            "name the file itself")
+    return real
+
+
+_KINDS = {stat.S_IFBLK: "a block device", stat.S_IFCHR: "a character device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+@contextlib.contextmanager
+def _in_place(path: str, st: os.stat_result, *, force: bool) -> Iterator[BinaryIO]:
+    """A FIFO, terminal, /dev/null, or (forced) another device, opened without truncating."""
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+    if stat.S_ISSOCK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        raise ImgCryptError(f"cannot write {path}: it is {kind}")
+    refusal = ImgCryptError(f"{path} is {kind} (use --force to write to it in place)")
+    if stat.S_ISBLK(st.st_mode) and not force:
+        raise refusal
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "wb", buffering=0) as out:
+        if not os.path.samestat(os.fstat(fd), st):
+            raise ImgCryptError(f"{path} changed while it was being opened")
+        documented = stat.S_ISFIFO(st.st_mode) or os.isatty(fd) or (
+            stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev)
+        if not documented and not force:
+            raise refusal
         yield out
 
 
 @contextlib.contextmanager
-def _in_place(path: str) -> Iterator[BinaryIO]:
+def _reported(path: str, opened: AbstractContextManager[BinaryIO]) -> Iterator[BinaryIO]:
+    """``opened``'s stream; its own failures (open, publish) as one-line errors naming ``path``.
+
+    What the block raises passes through unchanged.
+    """
+    in_block = False
     try:
-        out = open(path, "wb", buffering=0)  # noqa: SIM115 - closed below
+        with opened as out:
+            in_block = True
+            yield out
+            in_block = False
+    except FileExistsError:
+        if in_block:
+            raise
+        raise ImgCryptError(f"{path} already exists (use --force to overwrite it)") from None
     except OSError as e:
+        if in_block:
+            raise
         raise _os_error("write", path, e) from None
-    with out:
-        yield out
-
-
-@contextlib.contextmanager
-def _atomic(target: Path, *, replace: bool) -> Iterator[BinaryIO]:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.",
-                                   suffix=".part")
-    except OSError as e:
-        raise _os_error("write", str(target), e) from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb", buffering=0) as out:
-            yield out
-        if replace:
-            os.replace(tmp, target)
-        else:
-            os.link(tmp, target)  # fails if someone created target meanwhile
-            os.unlink(tmp)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, FileExistsError):
-            raise ImgCryptError(f"{target} already exists (use --force to overwrite it)") \
-                from None
-        raise

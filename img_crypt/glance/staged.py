@@ -5,12 +5,12 @@ Only paths, keys and bytes: no Glance, no key manager.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from pathlib import Path
 
 from img_crypt import envelope
+from img_crypt._atomic import atomic_file
 from img_crypt.envelope import Kek, Summary
 from img_crypt.errors import BindingError, FormatError
 
@@ -25,19 +25,12 @@ def path_of(file_uri: str) -> Path:
 
 
 def encrypt_file(src: Path, kek: Kek, image_id: uuid.UUID) -> tuple[Path, Summary]:
-    """Encrypt ``src`` into ``src`` + SUFFIX (bound to ``image_id``); no partial file on error."""
+    """Encrypt ``src`` into ``src`` + SUFFIX (bound to ``image_id``, mode 0600), all or nothing."""
     dest = src.with_name(src.name + SUFFIX)
-    with contextlib.suppress(FileNotFoundError):
-        dest.unlink()  # left by an earlier attempt that died
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(src, "rb") as source, os.fdopen(fd, "wb", buffering=0) as sink:
-            summary = envelope.encrypt(source, sink, [kek], image_id=image_id)
-            os.fsync(sink.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            dest.unlink()
-        raise
+    # "<image id>.img-crypt.<hex>.tmp": left by a killed glance-api, Glance's staging cleaner
+    # reaps it with the image (it ignores names that do not start with an image id)
+    with open(src, "rb") as source, atomic_file(dest, durable=True, hidden=False) as sink:
+        summary = envelope.encrypt(source, sink, [kek], image_id=image_id)
     return dest, summary
 
 

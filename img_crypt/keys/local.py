@@ -1,14 +1,15 @@
 """The embedded local key store: KEKs as private JSON files in one directory.
 
-Layout (directory mode 0700, files mode 0600; symlinked files are refused)::
+Layout (directory mode 0700, files mode 0600, all owned by the user running img-crypt;
+symlinked files are refused)::
 
     <dir>/<uuid>.key.json        KeyRecord: id, name, created (UTC), AES, 256, key (base64)
     <dir>/<uuid>.consumers.json  ConsumerRecord: the key's consumers (absent means none),
                                  each with the time it was registered (older records: none)
     <dir>/.lock                  flock(2) guard of consumer read-modify-write and deletes
 
-Writes go to ``.<name>.<random>.tmp`` in the same directory (``O_EXCL``, mode 0600), are
-fsynced, renamed with ``os.replace``, and the directory is fsynced: a crash never leaves a
+Writes go through :func:`img_crypt._atomic.write_file` (``.<name>.<8 hex>.tmp`` in the same
+directory, mode 0600, fsynced, renamed, directory fsynced): a crash never leaves a
 half-written record under a final name. The directory is the ``path`` argument, else
 ``$IMG_CRYPT_KEY_STORE``, else ``platformdirs.user_data_path("img-crypt") / "keys"``.
 """
@@ -35,6 +36,7 @@ from typing import Any, ClassVar, TypeVar
 
 import platformdirs
 
+from img_crypt._atomic import fsync_dir, write_file
 from img_crypt.errors import (
     ConsumerNotFoundError,
     KeyHasConsumersError,
@@ -180,18 +182,14 @@ def _os_errors(action: str, path: Path) -> Iterator[None]:
         raise KeyManagerError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
 
 
-def _check_private(path: Path, mode: int, fix: str) -> None:
-    if mode & 0o077:
+def _check_private(path: Path, st: os.stat_result, fix: str) -> None:
+    """Refuse a store entry that another user owns or may reach (as ssh refuses keys)."""
+    if st.st_uid != (me := os.geteuid()):
+        raise KeyManagerError(f"{path} is owned by uid {st.st_uid}, not by uid {me} running "
+                              f"img-crypt; if it is yours, run: chown {me} {path}")
+    if st.st_mode & 0o077:
         raise KeyManagerError(f"{path} is accessible by group or others "
-                              f"(mode {stat.S_IMODE(mode):04o}); run: chmod {fix} {path}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+                              f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod {fix} {path}")
 
 
 def _read_private(path: Path) -> bytes | None:
@@ -206,30 +204,17 @@ def _read_private(path: Path) -> bytes | None:
                                   "(mode 0600)") from None
         raise KeyManagerError(f"cannot read {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as fh, _os_errors("read", path):
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode):
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
             raise KeyManagerError(f"{path} is not a regular file")
-        _check_private(path, mode, "600")
+        _check_private(path, st, "600")
         return fh.read(_MAX_RECORD)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) via a same-directory temp file and rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    """Publish ``data`` as ``path`` (mode 0600 from the first byte), durably."""
     with _os_errors("write", path):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        write_file(path, data)
 
 
 _R = TypeVar("_R", "KeyRecord", "ConsumerRecord")
@@ -274,14 +259,14 @@ class LocalKeyStore(KeyManager):
                     os.mkdir(directory, 0o700)
                     os.chmod(directory, 0o700)
         try:
-            mode = os.stat(self.path).st_mode
+            st = os.stat(self.path)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise KeyManagerError(f"cannot access key store {self.path}: {exc.strerror}") from exc
-        if not stat.S_ISDIR(mode):
+        if not stat.S_ISDIR(st.st_mode):
             raise KeyManagerError(f"key store {self.path} is not a directory")
-        _check_private(self.path, mode, "700")
+        _check_private(self.path, st, "700")
         return True
 
     @contextlib.contextmanager
@@ -359,7 +344,7 @@ class LocalKeyStore(KeyManager):
                 os.unlink(self._key_path(key_id))
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._key_path(key_id, _CONSUMERS_SUFFIX))
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
 
     def list_keys(self) -> list[KeyInfo]:
         """List the keys in the store, oldest first (never their bytes)."""

@@ -37,7 +37,8 @@ class _Connection(sqlite3.Connection):
 def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     kwargs.setdefault("factory", _Connection)
     kwargs["timeout"] = max(float(kwargs.get("timeout", 5.0)), 60.0)
-    return _connect(*args, **kwargs)
+    connection: sqlite3.Connection = _connect(*args, **kwargs)
+    return connection
 
 
 sqlite3.connect = sqlite3.dbapi2.connect = connect  # type: ignore[assignment]
