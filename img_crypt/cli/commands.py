@@ -94,7 +94,8 @@ def encrypt(args: argparse.Namespace) -> int:
         _undo(km, registered, created)
         raise
     for key_id in ids:
-        _info(args, f"key: {km.kind}:{key_id}{' (new)' if key_id == created else ''}")
+        _info(args, f"key: {km.kind}:{printable(key_id)}"
+                    f"{' (new)' if key_id == created else ''}")
     _info(args, f"encrypted {args.input} -> {args.output}: {_size(summary.plaintext_size)} "
                 f"plaintext, {_size(summary.file_size)} encrypted, image "
                 f"{summary.header.image_id or 'unbound'}")
@@ -207,16 +208,17 @@ def keys_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([k.to_json() for k in keys], indent=2))
         return 0
-    for k in keys:
+    for k in keys:  # ids and names are the store's or Barbican's text: escaped
         created = k.created.isoformat(timespec="seconds") if k.created else "-"
-        print(f"{k.key_id}  {created}  consumers={k.consumers}  {k.name or ''}".rstrip())
+        print(f"{printable(k.key_id)}  {created}  consumers={k.consumers}  "
+              f"{printable(k.name or '')}".rstrip())
     return 0
 
 
 def keys_delete(args: argparse.Namespace) -> int:
     """Delete a KEK (refused while consumers remain, unless --force)."""
     Managers(args).selected().delete_key(args.key_id, force=args.force)
-    print(f"deleted key {args.key_id}")
+    print(f"deleted key {printable(args.key_id)}")
     return 0
 
 
