@@ -144,16 +144,21 @@ def decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(summary: envelope.Summary) -> dict[str, Any]:
+def _describe(summary: envelope.Inspection) -> dict[str, Any]:
+    """The header's facts; sizes are None when unknown (a stream) or impossible."""
     h = summary.header
+    plain = summary.plaintext_size
     return {
         "format": "img-crypt", "version": h.version, "suite": h.suite,
         "suite_name": SUITE_NAMES.get(h.suite, "unknown"),
         "image_id": str(h.image_id) if h.image_id else None,
         "key_slots": [{"kind": s.kind, "key_id": s.key_id} for s in h.slots],
         "header_size": summary.header_size, "payload_size": summary.payload_size,
-        "plaintext_size": summary.plaintext_size if summary.plaintext_size >= 0 else None,
+        "plaintext_size": plain if plain is not None and plain >= 0 else None,
     }
+
+
+_UNREAD = "unknown (a stream: not read past the header)"
 
 
 def inspect(args: argparse.Namespace) -> int:
@@ -164,7 +169,7 @@ def inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    plain = info["plaintext_size"]
+    plain, payload = info["plaintext_size"], info["payload_size"]
     print(f"format:     img-crypt v{info['version']}")
     print(f"suite:      {info['suite']} ({info['suite_name']})")
     print(f"image id:   {info['image_id'] or 'none (unbound)'}")
@@ -172,7 +177,11 @@ def inspect(args: argparse.Namespace) -> int:
     for slot in info["key_slots"]:
         print(f"  {slot['kind']:<9} {printable(slot['key_id'])}")
     print(f"header:     {info['header_size']} bytes")
-    print(f"payload:    {info['payload_size']} bytes")
+    if payload is None:
+        print(f"payload:    {_UNREAD}")
+        print(f"plaintext:  {_UNREAD}")
+        return 0
+    print(f"payload:    {payload} bytes")
     print("plaintext:  " + (f"{plain} bytes" if plain is not None else
                             "invalid payload length (truncated or trailing data)"))
     return 0
