@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-.venv/bin/ruff check img_crypt tests bench scripts specs
+.venv/bin/ruff check img_crypt tests bench scripts specs barbican_mock
 .venv/bin/mypy
 .venv/bin/python -m pytest -n auto -q "$@"
