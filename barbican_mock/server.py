@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import sys
@@ -20,6 +21,11 @@ from .faults import Faults, Verdict, decide, delay, fire_triggers
 from .responses import ApiError, Response
 from .secrets import snapshot_all
 from .state import Consumer, Store, now
+
+CLIENT_TIMEOUT = 5.0
+"""Seconds a connection may stay silent (request line, headers or body) before it is dropped."""
+MAX_BODY = 1 << 20
+"""Larger declared bodies are refused (413) unread; Barbican itself stops at 25000 bytes."""
 
 
 def is_loopback(host: str) -> bool:
@@ -56,8 +62,8 @@ class _Server(ThreadingHTTPServer):
     mock: MockBarbican
 
     def handle_error(self, request: object, client_address: object) -> None:
-        """A client that gave up (timeout, reset) is normal here; anything else is printed."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        """A client that gave up, reset or stalled is normal here; anything else is printed."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             return
         super().handle_error(request, client_address)  # type: ignore[arg-type]
 
@@ -69,6 +75,7 @@ class _Server6(_Server):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    timeout = CLIENT_TIMEOUT  # per connection: a client that stalls is dropped
 
     def version_string(self) -> str:
         return "barbican-mock"
@@ -77,16 +84,45 @@ class _Handler(BaseHTTPRequestHandler):
         """Stay quiet; MockBarbican.requests_log records every request."""
 
     def _serve(self) -> None:
+        body = self._body()
+        if body is None:
+            return
         mock = self.server.mock
-        mock._begin()
+        mock._begin()  # a request counts as in flight once its body is in, not before
         try:
-            self._serve_one(mock)
+            self._serve_one(mock, body)
         finally:
             mock._end()
 
-    def _serve_one(self, mock: MockBarbican) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering a bad Content-Length or a stall."""
+        declared = self.headers.get_all("Content-Length") or []
+        if not declared:
+            return b""
+        if len(set(declared)) != 1 or not declared[0].strip().isdigit():
+            self._refuse(400, "Bad Content-Length.")
+            return None
+        length = int(declared[0])
+        if length > MAX_BODY:
+            self._refuse(413, "Request body too large.")
+            return None
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self._refuse(408, "Request body not received in time.")
+            return None
+        if len(body) < length:  # the client closed early
+            self.close_connection = True
+            return None
+        return body
+
+    def _refuse(self, status: int, text: str) -> None:
+        self.server.mock._log(self.command, self.path, status)
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client may be gone
+            self._send(ApiError(status, text).response())
+
+    def _serve_one(self, mock: MockBarbican, body: bytes) -> None:
         fire_triggers(mock.faults, self.command, self.path)
         verdict = decide(mock.faults, mock._next_number())
         latency = delay(mock.faults)
@@ -235,7 +271,8 @@ class MockBarbican:
         """Wait until no request is being served; TimeoutError if one still is.
 
         A request still sleeping its ``latency`` after the client gave up may yet change the
-        state: count what is left only after this.
+        state: count what is left only after this. A client still sending its body (or
+        stalled in it) is not in flight: nothing it sent has been acted on yet.
         """
         with self._idle:
             if not self._idle.wait_for(lambda: self._inflight == 0, timeout):

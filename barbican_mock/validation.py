@@ -102,7 +102,7 @@ def load_body(raw: bytes) -> Any:
     """Parse a JSON body the way barbican.api.load_body does (strings stripped)."""
     try:
         return _strip(json.loads(raw[:MAX_REQUEST_BYTES]))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python allows
         raise ApiError(400, "Malformed JSON") from None
 
 

@@ -16,11 +16,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from img_crypt.errors import AuthenticationError, InvalidValueError, KeyNotFoundError, UsageError
+from img_crypt._text import printable
+from img_crypt.errors import (
+    AuthenticationError,
+    InvalidValueError,
+    KeyManagerError,
+    KeyNotFoundError,
+    UsageError,
+)
 from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, WRAPPED_DEK_SIZE, Header, KeySlot
 
 KekLookup = Callable[[str, str], "bytes | None"]
-"""Maps a slot's (kind, key id) to the KEK's bytes, or None when that key is not available."""
+"""Maps a slot's (kind, key id) to the KEK's bytes, or None when that key is not available.
+
+It may raise a :class:`KeyManagerError` (forbidden, unavailable, not configured ...): that
+slot is then skipped with the error as its reason.
+"""
 
 
 @dataclass(frozen=True, repr=False)
@@ -70,19 +81,44 @@ def seal(dek: bytes, image_id: uuid.UUID | None, keks: Sequence[Kek],
 
 
 def open_dek(header: Header, raw: bytes, lookup: KekLookup) -> bytes:
-    """Unwrap the DEK from the first slot whose KEK is available and verify the header MAC."""
+    """Unwrap the DEK from the first slot that opens, and verify the header MAC.
+
+    Every slot is tried in order: a key that is missing, refused or unreachable, or that
+    fails to unwrap its slot, does not stop a later slot that works. When none opens, a slot
+    that failed to unwrap makes it an :class:`AuthenticationError` (opaque, as always);
+    otherwise the error names each slot with its reason, in one escaped line.
+    """
     binding = header.binding()
+    refused: list[tuple[KeySlot, KeyManagerError]] = []
+    unwrap_failed = False
     for slot in header.slots:
-        kek = lookup(slot.kind, slot.key_id)
+        try:
+            kek = lookup(slot.kind, slot.key_id)
+        except KeyManagerError as e:
+            refused.append((slot, e))
+            continue
         if kek is None:
+            refused.append((slot, KeyNotFoundError("no such key")))
             continue
         try:
             dek = AESGCM(kek).decrypt(slot.nonce, slot.wrapped_dek,
                                       _slot_aad(binding, slot.label()))
         except (InvalidTag, ValueError):
-            raise AuthenticationError() from None
+            unwrap_failed = True
+            continue
         if not hmac.compare_digest(_mac(dek, raw[:-MAC_SIZE]), header.mac):
             raise AuthenticationError()
         return dek
-    names = ", ".join(f"{s.kind}:{s.key_id}" for s in header.slots)
-    raise KeyNotFoundError(f"no key available for any key slot of this file ({names})")
+    if unwrap_failed:
+        raise AuthenticationError()
+    raise _no_slot_opened(refused)
+
+
+def _no_slot_opened(refused: Sequence[tuple[KeySlot, KeyManagerError]]) -> KeyManagerError:
+    """One error naming every slot's reason; of their common type when they share one."""
+    kinds = {type(error) for _, error in refused}
+    kind = kinds.pop() if len(kinds) == 1 else KeyManagerError
+    reasons = "; ".join(f"{printable(slot.kind)}:{printable(slot.key_id)} -> "
+                        f"{printable(str(error) or type(error).__name__)}"
+                        for slot, error in refused)
+    return kind(f"no key available for any key slot of this file: {reasons}")

@@ -25,8 +25,8 @@ from img_crypt._writebehind import writer
 from img_crypt.errors import BindingError, FormatError, UsageError
 from img_crypt.format import PREFIX_SIZE, SUITES, Header, parse, parse_prefix
 
-__all__ = ["Kek", "KekLookup", "Summary", "decrypt", "decrypt_range", "encrypt", "inspect",
-           "rewrap"]
+__all__ = ["Inspection", "Kek", "KekLookup", "Summary", "decrypt", "decrypt_range", "encrypt",
+           "inspect", "rewrap"]
 
 DEK_SIZE = 32
 Progress = Callable[[int], None]
@@ -162,19 +162,38 @@ class _Exact:
 
 # --- header-only operations ----------------------------------------------------------------
 
-def inspect(source: Input, *, size: int | None = None,
-            read_size: int = DEFAULT_READ_SIZE) -> Summary:
-    """Read the header and measure the payload, with no key (nothing is authenticated).
+@dataclass(frozen=True)
+class Inspection:
+    """What :func:`inspect` learnt: the header, and the sizes when the input's size is known."""
 
-    ``size`` is the whole input's size when known (a regular file): then only the header is
-    read; otherwise the payload is read to count it. ``plaintext_size`` is -1 when the
-    payload length fits no Cobblestone payload.
+    header: Header
+    header_size: int
+    payload_size: int | None
+    """None for a stream: it is not read past the header (it may never end)."""
+    plaintext_size: int | None
+    """None for a stream; -1 when the payload length fits no Cobblestone payload."""
+
+    @property
+    def file_size(self) -> int | None:
+        """Header plus payload, when known."""
+        return None if self.payload_size is None else self.header_size + self.payload_size
+
+
+def inspect(source: Input, *, size: int | None = None,
+            read_size: int = DEFAULT_READ_SIZE) -> Inspection:
+    """Read the header only, with no key (nothing is authenticated).
+
+    ``size`` is the whole input's size when known (a regular file): the payload and
+    plaintext sizes follow from it. Without it the input is a stream, which is not read past
+    the header (an endless pipe must not hang inspect): both sizes are then unknown (None).
     """
     with Source(source, read_size) as src:
         header, raw = _read_header(src)
-        payload = sum(len(view) for view in src.views()) if size is None else size - len(raw)
-    size = _cobblestone.plaintext_size(payload)
-    return Summary(header, len(raw), -1 if size is None else size, payload)
+    if size is None:
+        return Inspection(header, len(raw), None, None)
+    payload = size - len(raw)
+    plain = _cobblestone.plaintext_size(payload)
+    return Inspection(header, len(raw), payload, -1 if plain is None else plain)
 
 
 def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek] = (),

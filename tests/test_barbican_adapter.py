@@ -32,7 +32,7 @@ from img_crypt.errors import (
     UnavailableError,
     UsageError,
 )
-from img_crypt.keys._barbican_http import Era, Http, HttpStatusError, forget_endpoints
+from img_crypt.keys._barbican_http import Endpoint, Era, Http, HttpStatusError
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.connect import connect
@@ -116,8 +116,9 @@ def order_json(status: str) -> dict[str, Any]:
     return body
 
 
-def manager(**options: Any) -> BarbicanKeyManager:
-    return BarbicanKeyManager(Session(), B, project_id="proj", retries=2, backoff=0, **options)
+def manager(endpoint: str | Endpoint = B, **options: Any) -> BarbicanKeyManager:
+    return BarbicanKeyManager(Session(), endpoint, project_id="proj", retries=2, backoff=0,
+                              **options)
 
 
 def calls(rsps: responses.RequestsMock, method: str, path: str) -> list[Any]:
@@ -170,13 +171,6 @@ def sent_key(rsps: responses.RequestsMock) -> bytes:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoints() -> Iterator[None]:
-    forget_endpoints()
-    yield
-    forget_endpoints()
 
 
 @pytest.fixture
@@ -235,15 +229,34 @@ def test_discovery_finds_the_era(rsps: responses.RequestsMock, max_version: str 
     assert call.request.headers["X-Project-Id"] == "proj"
 
 
-def test_discovery_happens_once_per_endpoint(rsps: responses.RequestsMock) -> None:
+def test_managers_sharing_an_endpoint_object_discover_once(
+        rsps: responses.RequestsMock) -> None:
     serve_era(rsps, "1.2")
-    first, second = manager(), manager()
-    same_root = BarbicanKeyManager(Session(), B + "/v1/", project_id="proj", backoff=0)
-    assert first.era == second.era == same_root.era == first.era == Era("1.2")
+    shared = Endpoint(B + "/v1/")
+    first, second = manager(endpoint=shared), manager(endpoint=shared)
+    assert first.era == second.era == first.era == Era("1.2")
+    assert shared.known_era == Era("1.2")
     assert len(calls(rsps, "GET", "/")) == 1
-    forget_endpoints()
-    assert second.era == Era("1.2")
+
+
+def test_a_manager_built_from_a_url_learns_its_own_endpoint(
+        rsps: responses.RequestsMock) -> None:
+    """Nothing is cached per process: a new manager of the same URL discovers again."""
+    serve_era(rsps, "1.2")
+    assert manager().era == manager().era == Era("1.2")
     assert len(calls(rsps, "GET", "/")) == 2
+
+
+def test_what_one_endpoint_learnt_about_consumers_stays_on_it(
+        rsps: responses.RequestsMock) -> None:
+    shared = Endpoint(B)
+    shared.learn_era(Era("1.0"))
+    shared.learn_consumer_api(False)
+    with pytest.raises(ConsumersUnsupportedError):
+        manager(endpoint=shared).list_consumers(SID)
+    assert manager(endpoint=shared).http.consumer_api() is False
+    assert manager().http.consumer_api() is None
+    assert len(rsps.calls) == 0
 
 
 @pytest.mark.parametrize("answer", [
@@ -440,11 +453,13 @@ def test_pre_consumer_server_best_effort(rsps: responses.RequestsMock,
 
 
 @pytest.mark.parametrize("policy", ["required", "best_effort"])
-def test_pre_consumer_finding_is_cached(rsps: responses.RequestsMock, policy: Any) -> None:
+def test_pre_consumer_finding_is_kept_on_the_shared_endpoint(rsps: responses.RequestsMock,
+                                                             policy: Any) -> None:
     serve_train(rsps)
     path = f"/v1/secrets/{SID}/consumers"
+    shared = Endpoint(B)
     for _ in range(2):
-        m = manager(consumers=policy)  # a new manager on the same endpoint: cache per endpoint
+        m = manager(shared, consumers=policy)  # a new manager sharing what was learnt
         if policy == "required":
             with pytest.raises(ConsumersUnsupportedError):
                 m.add_consumer(SID, IMAGE)
@@ -606,6 +621,31 @@ def test_403_is_forbidden_with_status_and_description(rsps: responses.RequestsMo
     assert "403" in str(caught.value)
     assert "SecretACL denies read for user" in str(caught.value)
     assert_one_line_and_clean(caught.value)
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (401, CredentialsError), (403, ForbiddenError), (404, KeyNotFoundError),
+    (503, UnavailableError)])
+@pytest.mark.parametrize("body", [
+    {"error": {"code": 401, "title": "Unauthorized", "message": "needs authentication"}},
+    ["not", "an", "object"]], ids=["keystonemiddleware", "json-list"])
+def test_an_error_body_barbicanclient_cannot_parse_is_still_translated(
+        rsps: responses.RequestsMock, status: int, expected: type[KeyManagerError],
+        body: Any) -> None:
+    """python-barbicanclient raises KeyError/TypeError on a JSON error without ``title``."""
+    serve_era(rsps, "1.2")
+    rsps.get(u(f"/v1/secrets/{SID}"), status=status, json=body)
+    with pytest.raises(expected) as caught:
+        manager().get_key(SID)
+    assert_one_line_and_clean(caught.value)
+
+
+def test_a_key_error_of_our_own_code_is_not_mistaken_for_an_http_error() -> None:
+    def broken() -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError, match="a bug"):
+        manager().http.call("anything", broken)
 
 
 def test_404_is_key_not_found(rsps: responses.RequestsMock) -> None:

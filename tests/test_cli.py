@@ -334,8 +334,8 @@ def test_inspect_reads_a_stream_from_stdin(ctx: Ctx, monkeypatch: pytest.MonkeyP
     info = json.loads(result.out)
     assert info["image_id"] == IMAGE
     assert info["header_size"] == HEADER_BOUND
-    assert info["payload_size"] == ctx.encrypted.stat().st_size - HEADER_BOUND
-    assert info["plaintext_size"] == PLAIN_SIZE
+    # a stream is not read past its header (it may never end): sizes unknown
+    assert info["payload_size"] is None and info["plaintext_size"] is None
 
 
 def test_inspect_of_a_non_img_crypt_file_fails(ctx: Ctx) -> None:

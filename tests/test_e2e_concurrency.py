@@ -68,7 +68,6 @@ from img_crypt.errors import KeyNotFoundError
 from img_crypt.glance import lifecycle
 from img_crypt.glance import properties as props
 from img_crypt.keys import naming
-from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
@@ -101,14 +100,6 @@ class ConcurrentGlance(RealGlance):
     def _app_args(self, venv: Path) -> list[str]:
         return ["-w", "2", "-k", "gthread", "--threads", "8", "--timeout", "120",
                 "--graceful-timeout", "5", "glance.wsgi.api:application"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoint_caches() -> Iterator[None]:
-    """Era discovery is cached per URL; a mock port reused by another era must not see it."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
 
 
 @dataclass

@@ -29,7 +29,6 @@ from img_crypt.errors import (
     UsageError,
 )
 from img_crypt.format import KeySlot
-from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
@@ -248,14 +247,6 @@ class Store:
         return sorted(k.key_id for k in self.manager.list_keys())
 
 
-@pytest.fixture(autouse=True)
-def _fresh_endpoint_caches() -> Iterator[None]:
-    """Era discovery is cached per URL; a port reused by another era's mock must not see it."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
-
-
 @pytest.fixture(params=["local", "2026.2", "yoga"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "local":
@@ -276,7 +267,6 @@ def plain(tmp_path: Path) -> Path:
 
 
 def run(store: Store, *argv: str | Path) -> Run:
-    forget_endpoints()  # a new process knows no era
     return cli(*(str(a) for a in argv), *store.options)
 
 

@@ -70,7 +70,6 @@ from img_crypt.glance import listener, notifier, opts, plugin
 from img_crypt.glance import properties as props
 from img_crypt.keys import connect as connect_module
 from img_crypt.keys import naming
-from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
 from tests.support.cli import Run, cli
@@ -242,14 +241,6 @@ def net_removals(mock: MockBarbican, since: int) -> int:
 
 # --- fixtures ---------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _fresh_endpoint_caches() -> Iterator[None]:
-    """Era discovery is cached per URL; a port reused by another era's mock must not see it."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
-
-
 @pytest.fixture(params=ERAS)
 def mock(request: pytest.FixtureRequest) -> Iterator[MockBarbican]:
     with MockBarbican(era=request.param) as server:
@@ -312,7 +303,6 @@ def options(mock: MockBarbican) -> list[str]:
 
 def run_cli(mock: MockBarbican, *argv: str) -> tuple[Run, float]:
     """One ``img-crypt`` run as a new process would do it (no era known yet)."""
-    forget_endpoints()
     before = len(mock.requests_log())
     run, elapsed = timed(lambda: cli(*argv, *options(mock)))
     assert_bounded(mock, elapsed, before)

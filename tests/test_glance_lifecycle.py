@@ -17,7 +17,6 @@ from typing import Any
 
 import oslo_messaging
 import pytest
-from keystoneauth1 import identity
 from keystoneauth1 import noauth as ks_noauth
 from oslo_config import cfg
 from oslo_context.context import RequestContext
@@ -27,8 +26,8 @@ from img_crypt.errors import KeyManagerError, UnavailableError
 from img_crypt.glance import keys as glance_keys
 from img_crypt.glance import lifecycle, listener, notifier, opts
 from img_crypt.glance import properties as props
+from img_crypt.glance.context_auth import ContextAuth
 from img_crypt.keys import naming
-from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
@@ -36,14 +35,6 @@ from tests.support.backends import PROJECT, Backend, open_backend
 from tests.support.glance_import import glance_conf
 
 SERVICE = "image"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoint_caches() -> Iterator[None]:
-    """Era discovery is cached per URL; a port reused by another era's mock must not see it."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
 
 
 @pytest.fixture
@@ -462,9 +453,8 @@ def test_for_request_acts_with_the_request_token_at_the_configured_endpoint() ->
     conf = glance_conf(ENDPOINT + "/")
     manager = glance_keys.for_request(conf, RequestContext(auth_token="tok", project_id="p"))
     auth = manager.http.session.auth
-    assert isinstance(auth, identity.Token)
-    assert auth._token == "tok"
-    assert auth.auth_url == conf.barbican.auth_endpoint
+    assert isinstance(auth, ContextAuth)
+    assert auth.get_token(manager.http.session) == "tok"  # the user's token, not rescoped
     assert manager.http.root == ENDPOINT
     assert manager.http.project_id is None  # Keystone scopes the token, no X-Project-Id
 

@@ -31,7 +31,6 @@ from img_crypt.errors import BindingError
 from img_crypt.glance import plugin
 from img_crypt.glance import properties as props
 from img_crypt.keys import naming
-from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from img_crypt.keys.local import LocalKeyStore
@@ -46,15 +45,6 @@ from tests.support.glance_import import (
     never,
     using,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoint_caches() -> Iterator[None]:
-    """Era discovery is cached per URL; a port reused by another era's mock must not see it."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
-
 
 
 @pytest.fixture(params=["local", "2026.2", "yoga"])

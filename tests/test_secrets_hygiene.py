@@ -93,7 +93,6 @@ from img_crypt.glance import lifecycle, notifier
 from img_crypt.glance import properties as props
 from img_crypt.keys import connect as connect_module
 from img_crypt.keys import naming
-from img_crypt.keys._barbican_http import forget_endpoints
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
@@ -297,14 +296,6 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Watch]:
 
     monkeypatch.setattr(img_crypt.cli, "_fail", fail)
     yield w
-
-
-@pytest.fixture(autouse=True)
-def _fresh_endpoint_caches() -> Iterator[None]:
-    """Era discovery is cached per URL; a port reused by another era's mock must not see it."""
-    forget_endpoints()
-    yield
-    forget_endpoints()
 
 
 @pytest.fixture

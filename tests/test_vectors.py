@@ -133,7 +133,7 @@ def test_valid_vector_decrypts(case: dict[str, Any]) -> None:
     sink = RecordingSink()
     envelope.decrypt(io.BytesIO(file), sink, _lookup(keks[-1:]), read_size=1000)
     assert bytes(sink.data) == plain
-    info = envelope.inspect(io.BytesIO(file))
+    info = envelope.inspect(io.BytesIO(file), size=len(file))
     assert (info.header_size, info.payload_size, info.plaintext_size, info.file_size) == (
         sizes["header"], sizes["payload"], sizes["plaintext"], len(file))
     header = info.header

@@ -97,7 +97,8 @@ def encrypt(args: argparse.Namespace) -> int:
                 progress(total, "encrypt") as bar:
             summary = envelope.encrypt(src, dst, keks, image_id=args.image_id, progress=bar)
     for key_id in ids:
-        _info(args, f"key: {km.kind}:{key_id}{' (new)' if key_id in created else ''}")
+        _info(args, f"key: {km.kind}:{printable(key_id)}"
+                    f"{' (new)' if key_id in created else ''}")
     _info(args, f"encrypted {args.input} -> {args.output}: {_size(summary.plaintext_size)} "
                 f"plaintext, {_size(summary.file_size)} encrypted, image "
                 f"{summary.header.image_id or 'unbound'}")
@@ -125,16 +126,21 @@ def decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(summary: envelope.Summary) -> dict[str, Any]:
+def _describe(summary: envelope.Inspection) -> dict[str, Any]:
+    """The header's facts; sizes are None when unknown (a stream) or impossible."""
     h = summary.header
+    plain = summary.plaintext_size
     return {
         "format": "img-crypt", "version": h.version, "suite": h.suite,
         "suite_name": SUITE_NAMES.get(h.suite, "unknown"),
         "image_id": str(h.image_id) if h.image_id else None,
         "key_slots": [{"kind": s.kind, "key_id": s.key_id} for s in h.slots],
         "header_size": summary.header_size, "payload_size": summary.payload_size,
-        "plaintext_size": summary.plaintext_size if summary.plaintext_size >= 0 else None,
+        "plaintext_size": plain if plain is not None and plain >= 0 else None,
     }
+
+
+_UNREAD = "unknown (a stream: not read past the header)"
 
 
 def inspect(args: argparse.Namespace) -> int:
@@ -145,7 +151,7 @@ def inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    plain = info["plaintext_size"]
+    plain, payload = info["plaintext_size"], info["payload_size"]
     print(f"format:     img-crypt v{info['version']}")
     print(f"suite:      {info['suite']} ({info['suite_name']})")
     print(f"image id:   {info['image_id'] or 'none (unbound)'}")
@@ -153,7 +159,11 @@ def inspect(args: argparse.Namespace) -> int:
     for slot in info["key_slots"]:
         print(f"  {slot['kind']:<9} {printable(slot['key_id'])}")
     print(f"header:     {info['header_size']} bytes")
-    print(f"payload:    {info['payload_size']} bytes")
+    if payload is None:
+        print(f"payload:    {_UNREAD}")
+        print(f"plaintext:  {_UNREAD}")
+        return 0
+    print(f"payload:    {payload} bytes")
     print("plaintext:  " + (f"{plain} bytes" if plain is not None else
                             "invalid payload length (truncated or trailing data)"))
     return 0
@@ -223,16 +233,17 @@ def keys_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([k.to_json() for k in keys], indent=2))
         return 0
-    for k in keys:
+    for k in keys:  # ids and names are the store's or Barbican's text: escaped
         created = k.created.isoformat(timespec="seconds") if k.created else "-"
-        print(f"{k.key_id}  {created}  consumers={k.consumers}  {k.name or ''}".rstrip())
+        print(f"{printable(k.key_id)}  {created}  consumers={k.consumers}  "
+              f"{printable(k.name or '')}".rstrip())
     return 0
 
 
 def keys_delete(args: argparse.Namespace) -> int:
     """Delete a KEK (refused while consumers remain, unless --force)."""
     Managers(args).selected().delete_key(args.key_id, force=args.force)
-    print(f"deleted key {args.key_id}")
+    print(f"deleted key {printable(args.key_id)}")
     return 0
 
 

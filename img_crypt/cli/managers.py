@@ -70,13 +70,15 @@ class Managers:
         return None
 
     def lookup(self) -> KekLookup:
-        """Resolve a slot's (kind, key id) through the manager of that kind, if configured."""
-        def find(kind: str, key_id: str) -> bytes | None:
+        """Resolve a slot's (kind, key id) through the manager of that kind, if configured.
+
+        Every failure (not configured, not found, forbidden, unreachable) is raised as a
+        KeyManagerError: the envelope records it as that slot's reason and tries the next.
+        """
+        def find(kind: str, key_id: str) -> bytes:
             manager = self._by_kind(kind)
             if manager is None:
-                return None
-            try:
-                return manager.get_key(key_id)
-            except KeyNotFoundError:
-                return None
+                raise KeyNotFoundError(f"no {kind} key manager configured" + (
+                    " (--barbican-url or --os-cloud)" if kind == "barbican" else ""))
+            return manager.get_key(key_id)
         return find

@@ -1,16 +1,7 @@
-r"""Terminal-safe text: what a hostile file can put in a message must not drive the terminal.
-
-Key ids come from file headers. FORMAT.md bans control characters (C0, DEL, C1) in them, but
-other characters a terminal or a line-splitting reader acts on remain valid UTF-8: line and
-paragraph separators (U+2028, U+2029) and bidirectional overrides (U+202E ...). Everything
-Python does not consider printable is shown as a ``\uXXXX`` escape instead.
-"""
+"""Terminal-safe text for the CLI (the rule lives in :mod:`img_crypt._text`)."""
 
 from __future__ import annotations
 
+from img_crypt._text import printable
 
-def printable(text: str) -> str:
-    """``text`` with every non-printable character (spaces excepted) as a Python escape."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+__all__ = ["printable"]

@@ -4,9 +4,8 @@ Both return our :class:`~img_crypt.keys.barbican.BarbicanKeyManager`, so every B
 handled the same way as in the CLI (consumers over REST where python-barbicanclient refuses
 them); only the way to authenticate differs:
 
-- :func:`for_request` (the import plugin): the importing user's request context, turned into a
-  keystoneauth plugin and an endpoint by castellan itself, from the ``[key_manager]`` and
-  ``[barbican]`` options Glance already has.
+- :func:`for_request` (the import plugin): the importing user's token as it is, at the endpoint
+  the ``[barbican]`` options or the request's service catalog name (:mod:`.context_auth`).
 - :func:`for_owner` (the delete hook, the listener): the ``[image_encryption_auth]`` service
   credentials, since notifications carry no user token.
 
@@ -23,12 +22,13 @@ from keystoneauth1.session import Session
 from oslo_config import cfg
 
 from img_crypt.errors import KeyManagerError
+from img_crypt.glance.context_auth import request_endpoint, request_session
 from img_crypt.glance.opts import AUTH_GROUP, GROUP, register_opts
 from img_crypt.keys.barbican import BarbicanKeyManager
 
 
-def _castellan(conf: cfg.ConfigOpts) -> Any:
-    """The castellan key manager for ``conf`` (this also registers its options)."""
+def _castellan(conf: cfg.ConfigOpts) -> None:
+    """Check that ``conf`` selects castellan's Barbican backend (this registers its options)."""
     from castellan import key_manager
     from castellan.key_manager.barbican_key_manager import BarbicanKeyManager as Castellan
 
@@ -40,7 +40,6 @@ def _castellan(conf: cfg.ConfigOpts) -> Any:
     if not isinstance(manager, Castellan):
         raise KeyManagerError(f"img-crypt needs [key_manager] backend = barbican, not "
                               f"{conf.key_manager.backend!r} ({type(manager).__name__})")
-    return manager
 
 
 def _manager(conf: cfg.ConfigOpts, session: Session, endpoint: str | None,
@@ -63,16 +62,11 @@ def _noauth(conf: cfg.ConfigOpts, project_id: str | None) -> BarbicanKeyManager:
 def for_request(conf: cfg.ConfigOpts, context: Any) -> BarbicanKeyManager:
     """A key manager acting as the user of ``context`` (a Glance request context)."""
     register_opts(conf)
-    castellan = _castellan(conf)
+    _castellan(conf)
     if conf[GROUP].key_manager_auth == "noauth":
         return _noauth(conf, getattr(context, "project_id", None))
-    if context is None or not getattr(context, "auth_token", None):
-        raise KeyManagerError("the import's request context carries no token")
-    # castellan's own choice of auth plugin (a token rescoped at [barbican] auth_endpoint,
-    # optionally wrapped with a service token) and of endpoint, for this context.
-    auth = castellan._get_keystone_auth(context)
-    session = Session(auth=auth, verify=castellan._verify, timeout=conf[GROUP].timeout)
-    return _manager(conf, session, castellan._get_barbican_endpoint(auth, session), None)
+    session = request_session(conf, context, conf[GROUP].timeout)
+    return _manager(conf, session, request_endpoint(conf, context, session), None)
 
 
 def for_owner(conf: cfg.ConfigOpts, owner: str | None) -> BarbicanKeyManager:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from img_crypt import envelope
 from img_crypt._atomic import atomic_file
-from img_crypt.envelope import Kek, Summary
+from img_crypt.envelope import Inspection, Kek, Summary
 from img_crypt.errors import BindingError, FormatError
 
 SUFFIX = ".img-crypt"
@@ -34,13 +34,13 @@ def encrypt_file(src: Path, kek: Kek, image_id: uuid.UUID) -> tuple[Path, Summar
     return dest, summary
 
 
-def check_client_encrypted(path: Path, image_id: uuid.UUID) -> Summary:
+def check_client_encrypted(path: Path, image_id: uuid.UUID) -> Inspection:
     """Check that a client-side encrypted upload is our format and bound to this image."""
     with open(path, "rb") as file:
         summary = envelope.inspect(file, size=os.fstat(file.fileno()).st_size)
     if summary.header.image_id != image_id:
         raise BindingError(f"the data was encrypted for image {summary.header.image_id}, "
                            f"not {image_id} (use img-crypt encrypt --image-id {image_id})")
-    if summary.plaintext_size < 0:
+    if summary.plaintext_size is None or summary.plaintext_size < 0:
         raise FormatError("the payload is truncated or has trailing bytes")
     return summary

@@ -3,7 +3,8 @@
 Barbican eras (shared/notes/openstack.md section 2): microversioned servers (Zed and later)
 answer the version document with ``max_version``; older ones answer the "stable" document and
 are treated as microversion 1.0. Whether a 1.0 server has the consumer API (Ussuri to Yoga)
-or not (Train) is learnt from the first consumer call. Both facts are cached per endpoint.
+or not (Train) is learnt from the first consumer call. Both facts live on an :class:`Endpoint`
+object, which managers of one server may share by passing it in; nothing is cached per process.
 """
 
 from __future__ import annotations
@@ -53,9 +54,42 @@ class Era:
         return _parse(self.microversion) >= (1, 2)
 
 
-_lock = threading.Lock()
-_eras: dict[str, Era] = {}
-_consumer_api: dict[str, bool] = {}
+class Endpoint:
+    """One Barbican server and what was learnt about it: its era and its consumer API.
+
+    Share one between the managers of one server to discover once; a new one rediscovers
+    (an upgraded server, a test starting a mock on a reused port).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.root = url.rstrip("/").removesuffix("/v1")
+        self._lock = threading.Lock()
+        self._era: Era | None = None
+        self._consumer_api: bool | None = None
+
+    @property
+    def known_era(self) -> Era | None:
+        """The era, if discovered yet."""
+        with self._lock:
+            return self._era
+
+    def learn_era(self, era: Era) -> Era:
+        """Remember the era; the first one learnt wins (two discoveries raced)."""
+        with self._lock:
+            if self._era is None:
+                self._era = era
+            return self._era
+
+    @property
+    def consumer_api(self) -> bool | None:
+        """Whether the server serves consumers, if known yet."""
+        with self._lock:
+            return self._consumer_api
+
+    def learn_consumer_api(self, present: bool) -> None:
+        """Remember whether the server serves consumers."""
+        with self._lock:
+            self._consumer_api = present
 
 
 def _parse(version: str) -> tuple[int, int]:
@@ -113,11 +147,12 @@ def _retryable(error: BaseException) -> bool:
 class Http:
     """One endpoint and project over one keystoneauth session, with bounded retries."""
 
-    def __init__(self, session: Session, endpoint: str, project_id: str | None = None, *,
-                 retries: int = 3, backoff: float = 0.5,
+    def __init__(self, session: Session, endpoint: str | Endpoint,
+                 project_id: str | None = None, *, retries: int = 3, backoff: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.session = session
-        self.root = endpoint.rstrip("/").removesuffix("/v1")
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint(endpoint)
+        self.root = self.endpoint.root
         self.project_id = project_id
         self.retries, self.backoff, self._sleep = retries, backoff, sleep
 
@@ -127,6 +162,11 @@ class Http:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
+            except (KeyError, TypeError) as e:
+                status = _unparsed_error_status(e)
+                if status is None:
+                    raise
+                raise translate(what, HttpStatusError(status, "")) from None
             except (bc_exc.BarbicanException, bc_exc.HTTPError, ks_exc.ClientException,
                     requests.RequestException, HttpStatusError) as e:
                 if not (idempotent and _retryable(e)) or attempt == self.retries:
@@ -177,14 +217,12 @@ class Http:
         return bytes(resp.content)
 
     def era(self) -> Era:
-        """The endpoint's era, discovered once per endpoint (FORMAT of the version document)."""
-        with _lock:
-            if self.root in _eras:
-                return _eras[self.root]
-        era = self.call("discover the Barbican version", self._discover)
-        with _lock:
-            _eras[self.root] = era
-        return era
+        """The endpoint's era, discovered once per :class:`Endpoint` object."""
+        known = self.endpoint.known_era
+        if known is not None:
+            return known
+        return self.endpoint.learn_era(self.call("discover the Barbican version",
+                                                 self._discover))
 
     def _discover(self) -> Era:
         headers = self.headers(None) | {_HEADER: "key-manager 1.1"}
@@ -204,13 +242,29 @@ class Http:
 
     def consumer_api(self) -> bool | None:
         """Whether this endpoint serves consumers, if known yet."""
-        with _lock:
-            return _consumer_api.get(self.root)
+        return self.endpoint.consumer_api
 
     def set_consumer_api(self, present: bool) -> None:
         """Remember whether this endpoint serves consumers."""
-        with _lock:
-            _consumer_api[self.root] = present
+        self.endpoint.learn_consumer_api(present)
+
+
+def _unparsed_error_status(error: BaseException) -> int | None:
+    """The HTTP status of an error answer python-barbicanclient failed to parse, else None.
+
+    Its error parser reads a top-level ``title`` from any JSON body and raises KeyError
+    (TypeError for a JSON list) without one, e.g. on keystonemiddleware's own 401 body
+    ``{"error": {...}}``: an expired token would otherwise end in a traceback.
+    """
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (frame.f_code.co_name == "_get_error_message"
+                and frame.f_globals.get("__name__") == "barbicanclient.client"):
+            status = getattr(frame.f_locals.get("resp"), "status_code", None)
+            return status if isinstance(status, int) else None
+        tb = tb.tb_next
+    return None
 
 
 def _description(resp: requests.Response) -> str:
@@ -220,9 +274,3 @@ def _description(resp: requests.Response) -> str:
     except (ValueError, AttributeError):
         return resp.reason or ""
 
-
-def forget_endpoints() -> None:
-    """Drop the per-endpoint caches (tests; a server upgraded in place)."""
-    with _lock:
-        _eras.clear()
-        _consumer_api.clear()

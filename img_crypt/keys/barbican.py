@@ -35,7 +35,7 @@ from img_crypt.errors import (
     KeyNotFoundError,
     UnavailableError,
 )
-from img_crypt.keys._barbican_http import Era, Http
+from img_crypt.keys._barbican_http import Endpoint, Era, Http
 from img_crypt.keys.base import (
     KEK_BYTES,
     Consumer,
@@ -55,11 +55,15 @@ _SUFFIX = re.compile(rf"-[0-9a-f]{{{_SUFFIX_HEX}}}\Z")
 
 
 class BarbicanKeyManager(KeyManager):
-    """KEKs in Barbican, for one project, through one keystoneauth session."""
+    """KEKs in Barbican, for one project, through one keystoneauth session.
+
+    ``endpoint`` is a URL or an :class:`Endpoint` shared with other managers of the same
+    server, which then discover its era and consumer API once between them.
+    """
 
     kind: ClassVar[str] = "barbican"
 
-    def __init__(self, session: Session, endpoint: str, *, project_id: str | None = None,
+    def __init__(self, session: Session, endpoint: str | Endpoint, *, project_id: str | None = None,
                  service: str = "image", consumers: ConsumerPolicy = "required",
                  retries: int = 3, backoff: float = 0.5, order_timeout: float = 30.0) -> None:
         self.http = Http(session, endpoint, project_id, retries=retries, backoff=backoff)
@@ -71,7 +75,7 @@ class BarbicanKeyManager(KeyManager):
 
     @property
     def era(self) -> Era:
-        """The endpoint's era (discovered once per endpoint)."""
+        """The endpoint's era (discovered once per :class:`Endpoint` object)."""
         return self.http.era()
 
     @property

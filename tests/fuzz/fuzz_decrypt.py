@@ -117,7 +117,7 @@ def check_input(data: bytes) -> str:
     if outcome == "ok":
         assert data in SEEDS, "an input that is no seed decrypted"
         assert out == PATTERN[:len(out)] and len(out) == envelope.inspect(
-            io.BytesIO(data)).plaintext_size
+            io.BytesIO(data), size=len(data)).plaintext_size
     else:
         assert len(out) % CHUNK == 0, f"{len(out)} bytes released: not whole chunks"
         assert out == PATTERN[:len(out)], "released bytes are not the plaintext"
@@ -127,6 +127,7 @@ def check_input(data: bytes) -> str:
         assert outcome == "FormatError", f"inspect refused the header, decrypt said {outcome}"
     else:
         assert outcome != "FormatError", "decrypt refused a header that inspect accepts"
+        assert summary.payload_size is not None  # a sized input: its payload is counted
         assert summary.header_size + summary.payload_size == len(data)
     return outcome
 
