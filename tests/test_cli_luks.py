@@ -289,9 +289,24 @@ def test_kek_and_size_are_refused_for_an_img_crypt_file(local: Store, plain: Pat
     usage_error(img_crypt(local, "decrypt", out, tmp_path / "b", *option), "LUKS1")
 
 
-@pytest.mark.parametrize("bad", ["-1", "x"])
+@pytest.mark.parametrize("bad", ["-1", "x", "1.5"])
 def test_size_must_be_a_byte_count(local: Store, tmp_path: Path, bad: str) -> None:
-    assert img_crypt(local, "decrypt", tmp_path / "i", tmp_path / "o", "--size", bad).code == 2
+    result = img_crypt(local, "decrypt", tmp_path / "i", tmp_path / "o", "--size", bad)
+    assert result.code == 2 and f"not a byte count: {bad!r}" in result.err, result.err
+
+
+@pytest.mark.parametrize("command", ["encrypt", "decrypt"])
+def test_a_kek_that_is_not_256_bits_is_refused(local: Store, plain: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               command: str) -> None:
+    out = tmp_path / "disk.luks"
+    kek = encrypted(local, plain, out)
+    monkeypatch.setattr(LocalKeyStore, "get_key", lambda self, key_id: bytes(16))
+    argv = ["--format", "luks", plain, tmp_path / "o"] if command == "encrypt" \
+        else [out, tmp_path / "o"]
+    result = img_crypt(local, command, *argv, "--kek", kek)
+    assert result.code == 1 and "not a 256-bit key" in result.err, result.err
+    assert not (tmp_path / "o").exists()
 
 
 def test_inspect_describes_a_luks_image_without_a_key(local: Store, plain: Path,
