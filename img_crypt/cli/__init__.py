@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",
                    help="bind the file to this image id and register the image as a consumer "
                         "of its keys")
+    p.add_argument("--format", choices=("img-crypt", "luks"), default="img-crypt",
+                   help="img-crypt (default), or a raw LUKS1 image (aes-xts-plain64) whose "
+                        "passphrase is the hex of one KEK, as Cinder and Nova open it")
     p.set_defaults(func=c.encrypt)
 
     p = sub.add_parser("decrypt", parents=[common, out], help="decrypt an image")
@@ -62,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="require the file to be bound to this image id")
     p.add_argument("--range", type=c.byte_range, metavar="START:END",
                    help="decrypt only plaintext bytes [START, END) (seekable INPUT only)")
+    p.add_argument("--kek", metavar="ID",
+                   help="LUKS1 INPUT only (required): the KEK whose hex is the passphrase")
+    p.add_argument("--size", type=c.plaintext_size, metavar="N",
+                   help="LUKS1 INPUT only: the plaintext size (os_decrypt_size); without it "
+                        "the output is padded with zeros to a multiple of 512 bytes")
     p.set_defaults(func=c.decrypt)
 
     p = sub.add_parser("inspect", help="show a file's header (no key needed)")

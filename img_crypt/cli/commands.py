@@ -10,7 +10,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from img_crypt import envelope
+import img_crypt.cli.luks as cli_luks
+from img_crypt import envelope, luks
+from img_crypt._io import Input
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
@@ -49,6 +51,17 @@ def byte_range(text: str) -> tuple[int, int | None]:
     return first, last
 
 
+def plaintext_size(text: str) -> int:
+    """Parse a non-negative byte count (``--size``)."""
+    try:
+        size = int(text)
+        if size < 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
+    return size
+
+
 def _info(args: argparse.Namespace, line: str) -> None:
     """Report on stdout, unless stdout carries the data."""
     stream = sys.stderr if getattr(args, "output", None) == "-" else sys.stdout
@@ -84,6 +97,8 @@ def encrypt(args: argparse.Namespace) -> int:
     """
     refuse_terminal(args.output, args.force)
     image = _image(args, args.image_id) if args.image_id else None  # before creating anything
+    if args.format == "luks":
+        return _encrypt_luks(args, image)
     km = Managers(args).selected()
     refs: list[KeyRef] = list(args.kek) or [NewKey(f"img-crypt {args.input}")]
     with Enrollment(km, report=_warn) as enrolled:
@@ -108,13 +123,18 @@ def encrypt(args: argparse.Namespace) -> int:
 def decrypt(args: argparse.Namespace) -> int:
     """Decrypt INPUT (or a byte range of it) to OUTPUT."""
     lookup = Managers(args).lookup()
-    with open_input(args.input) as (src, total):
+    with open_input(args.input) as (stream, total):
+        prefix, src = cli_luks.peek(stream, total)
+        if luks.is_luks(prefix):
+            return _decrypt_luks(args, src)
+        if args.kek is not None or args.size is not None:
+            raise UsageError("--kek and --size apply to a LUKS1 INPUT only")
         if args.range is not None and total is None:
             raise UsageError("--range needs a regular file as INPUT")
         with open_output(args.output, force=args.force) as dst:
             if args.range is not None:
                 start, end = args.range
-                summary = envelope.decrypt_range(src, dst, lookup, start, end,
+                summary = envelope.decrypt_range(stream, dst, lookup, start, end,
                                                  image_id=args.image_id)
             else:
                 with progress(total, "decrypt") as bar:
@@ -123,6 +143,24 @@ def decrypt(args: argparse.Namespace) -> int:
     what = f"bytes {args.range[0]}:{args.range[0] + summary.plaintext_size}" if args.range \
         else _size(summary.plaintext_size)
     _info(args, f"decrypted {args.input} -> {args.output}: {what}")
+    return 0
+
+
+def _encrypt_luks(args: argparse.Namespace, image: Consumer | None) -> int:
+    key_id, new, size = cli_luks.encrypt(args, image, _warn)
+    _info(args, f"key: {args.key_manager}:{printable(key_id)}{' (new)' if new else ''}")
+    _info(args, f"encrypted {args.input} -> {args.output}: LUKS1, {size} bytes plaintext "
+                f"(os_decrypt_size={size})"
+                f"{f', consumer image {args.image_id}' if image else ''}")
+    return 0
+
+
+def _decrypt_luks(args: argparse.Namespace, src: Input) -> int:
+    cli_luks.refuse_options(args)
+    written = cli_luks.decrypt(args, src)
+    padded = "" if args.size is not None else " (padded to 512 bytes: give --size for the " \
+        "exact plaintext)"
+    _info(args, f"decrypted {args.input} -> {args.output}: LUKS1, {written} bytes{padded}")
     return 0
 
 
@@ -145,7 +183,10 @@ _UNREAD = "unknown (a stream: not read past the header)"
 
 def inspect(args: argparse.Namespace) -> int:
     """Print what a file's header says, with no key."""
-    with open_input(args.input) as (src, total):
+    with open_input(args.input) as (stream, total):
+        prefix, src = cli_luks.peek(stream, total)
+        if luks.is_luks(prefix):
+            return cli_luks.inspect(args, src)
         summary = envelope.inspect(src, size=total)
     info = _describe(summary)
     if args.json:
