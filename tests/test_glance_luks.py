@@ -177,8 +177,26 @@ def test_a_qcow2_that_qemu_img_cannot_read_fails_and_leaves_nothing(
         backend: Backend, tmp_path: Path) -> None:
     imp = Import(tmp_path, b"not a qcow2 at all" * 100, make_conf(**LUKS),
                  using(backend.manager), disk_format="qcow2")
-    with pytest.raises(RuntimeError, match=r"qemu-img could not convert the qcow2 image to "
-                                           r"raw \(exit 1\): "):
+    with pytest.raises(RuntimeError, match=r"qemu-img could not read the qcow2 image "
+                                           r"\(exit 1\): "):
+        imp.run()
+    assert_nothing_left(imp, backend)
+
+
+@pytest.mark.parametrize("option", ["backing", "data_file"])
+def test_a_qcow2_that_refers_to_another_file_of_the_host_is_refused(
+        backend: Backend, tmp_path: Path, option: str) -> None:
+    secret = tmp_path / "host-file"
+    secret.write_bytes(b"a file of the Glance host" * 100)
+    made = tmp_path / "made.qcow2"
+    extra = ["-b", str(secret), "-F", "raw"] if option == "backing" else \
+        ["-o", f"data_file={secret},data_file_raw=on"]
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", *extra, str(made), "2500"],
+                   check=True, timeout=60, capture_output=True)
+    imp = Import(tmp_path, made.read_bytes(), make_conf(**LUKS), using(backend.manager),
+                 disk_format="qcow2")
+    with pytest.raises(RuntimeError, match=r"refers to another file .* read files of the "
+                                           r"Glance host"):
         imp.run()
     assert_nothing_left(imp, backend)
 
@@ -189,6 +207,8 @@ def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
 
     def hanging(argv: list[str], **kwargs: Any) -> Any:
         seen.append((argv, kwargs))
+        if argv[1] == "info":
+            return subprocess.CompletedProcess(argv, 0, stdout="{}", stderr="")
         Path(argv[-1]).write_bytes(b"half")
         raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
 
@@ -199,7 +219,7 @@ def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
     with pytest.raises(RuntimeError, match="qemu-img convert of the qcow2 image took more "
                                            "than 7 s"):
         imp.run()
-    [(argv, kwargs)] = seen
+    [_, (argv, kwargs)] = seen
     assert argv[:6] == ["qemu-img", "convert", "-f", "qcow2", "-O", "raw"]
     assert argv[6] == str(imp.staged) and kwargs["timeout"] == 7.0
     assert "shell" not in kwargs

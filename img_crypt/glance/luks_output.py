@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import json
 import os
 import subprocess
 import tempfile
@@ -83,18 +84,33 @@ def _raw(src: Path, disk_format: str | None, timeout: float) -> Iterator[Path]:
 
 
 def _convert(src: Path, dest: Path, timeout: float) -> None:
-    """``qemu-img convert -f qcow2 -O raw src dest`` (list argv, no shell, bounded)."""
-    argv = ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(src), str(dest)]
+    """``qemu-img convert -f qcow2 -O raw src dest``, after refusing external files.
+
+    A qcow2 may name a backing file or an external data file: converting it would copy files
+    of the Glance host into the image (Glance's image_conversion refuses them too).
+    """
+    info = json.loads(_qemu_img(["info", "-f", "qcow2", "--output=json", str(src)],
+                                timeout, "read"))
+    data_file = (info.get("format-specific") or {}).get("data", {}).get("data-file")
+    if info.get("backing-filename") or data_file:
+        raise FormatError("the qcow2 image refers to another file (backing or data file): "
+                          "refused, converting it would read files of the Glance host")
+    _qemu_img(["convert", "-f", "qcow2", "-O", "raw", str(src), str(dest)], timeout, "convert")
+
+
+def _qemu_img(args: list[str], timeout: float, what: str) -> str:
+    """Run qemu-img (list argv, no shell, bounded); its stdout, or a one-line error."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(["qemu-img", *args], capture_output=True, text=True,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise UsageError("format luks needs qemu-img to convert a qcow2 image to raw, "
                          "and it is not installed") from None
     except subprocess.TimeoutExpired:
-        raise FormatError(f"qemu-img convert of the qcow2 image took more than "
+        raise FormatError(f"qemu-img {what} of the qcow2 image took more than "
                           f"{timeout:g} s") from None
     if done.returncode != 0:
         why = " ".join((done.stderr or done.stdout or "").split())[:300]
-        raise FormatError(f"qemu-img could not convert the qcow2 image to raw "
+        raise FormatError(f"qemu-img could not {what} the qcow2 image "
                           f"(exit {done.returncode}): {why}")
+    return done.stdout
