@@ -23,6 +23,14 @@ def _help(text: str) -> str:
 
 
 OPTS = [
+    cfg.StrOpt("format", default="img-crypt-v1", choices=(
+        ("img-crypt-v1", "img-crypt's authenticated format (AES-256-GCM); container_format "
+                         "encrypted"),
+        ("luks", "a raw LUKS1 container (aes-xts-plain64) Cinder turns into an encrypted "
+                 "volume; disk_format raw, container_format bare")), help=_help("""
+What the plugin writes. 'luks' needs a 256-bit KEK, accepts disk_format raw and qcow2
+(converted to raw with qemu-img) and sets cinder_encryption_key_id too; it authenticates
+nothing but the key (see specs/LUKS1.md).""")),
     cfg.StrOpt("kek_id", help=_help("""
 Barbican secret id of one key-encryption key (KEK) shared by every image this Glance
 encrypts. Unset (the default): a new KEK is created for each image, in the importing

@@ -3,7 +3,8 @@
 Enabled with ``[image_import_opts] image_import_plugins = ['image_encryption']``. It runs for
 glance-direct, web-download and glance-download imports, after the data is staged and before
 it goes to the stores. Per image: fetch or create the KEK, register the image as its consumer,
-encrypt the staged file into a new one bound to the image id, and set the ``os_encrypt_*``
+encrypt the staged file into a new one (img-crypt-v1 bound to the image id, or a raw LUKS1
+container with ``format = luks``: :mod:`luks_output`), and set the ``os_encrypt_*``
 properties. Any failure is undone (key, consumer, files, image status), see :meth:`revert`.
 """
 
@@ -23,8 +24,8 @@ from taskflow.patterns import linear_flow
 from img_crypt.enrollment import Enrollment, NewKey
 from img_crypt.envelope import Kek
 from img_crypt.errors import ImgCryptError, UsageError
+from img_crypt.glance import luks_output, staged
 from img_crypt.glance import properties as props
-from img_crypt.glance import staged
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer
@@ -49,7 +50,7 @@ class _Done:
     enrollment: Enrollment | None = None
     dest: Path | None = None
     properties: list[str] = field(default_factory=list)
-    container_format: str | None = None
+    attributes: dict[str, str | None] = field(default_factory=dict)  # the values before
 
 
 class EncryptImage(task.Task):  # type: ignore[misc]
@@ -73,6 +74,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         with self.action_wrapper as action:
             extra = dict(action.image_extra_properties)
             container_format = action.image_container_format
+            disk_format = action.image_disk_format
         self.src = staged.path_of(file_path)
         if props.is_encrypted(extra):
             return self._accept_client_side(file_path, extra)
@@ -82,7 +84,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
                                 f"{props.FORMAT}: set it if the data is already encrypted, "
                                 f"or remove them")
         try:
-            return self._encrypt(container_format)
+            return self._encrypt(container_format, disk_format)
         except ImgCryptError as e:
             self._undo_keys_and_files()
             message = f"image {self.image_id} could not be encrypted: {e}"
@@ -115,13 +117,20 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             return props.deletion_policy({props.DELETION_POLICY: group.key_deletion_policy})
         return props.DO_NOT_DELETE if group.kek_id else props.ON_IMAGE_DELETION
 
-    def _encrypt(self, container_format: str | None) -> str:
-        group, done = self.conf[GROUP], self.done
-        assert self.src is not None
-        if group.container_format == "bare" or group.container_format not in \
+    def _check_output(self, disk_format: str | None) -> None:
+        """Refuse, before any key exists, what the configured format cannot write."""
+        group = self.conf[GROUP]
+        if group.format == "luks":
+            luks_output.check_disk_format(disk_format)
+        elif group.container_format == "bare" or group.container_format not in \
                 self.conf.image_format.container_formats:
             raise UsageError(f"[{GROUP}] container_format {group.container_format!r} must "
                                   f"be one of [image_format] container_formats, and not 'bare'")
+
+    def _encrypt(self, container_format: str | None, disk_format: str | None) -> str:
+        group, done = self.conf[GROUP], self.done
+        assert self.src is not None
+        self._check_output(disk_format)
         policy = self._policy()
         consumer = Consumer(service=group.consumer_service, resource_type="image",
                             resource_id=self.image_id)  # checked before anything is created
@@ -131,21 +140,34 @@ class EncryptImage(task.Task):  # type: ignore[misc]
                               NewKey(per_image_key_name(
                                   self.image_id,
                                   delete_with_image=policy == props.ON_IMAGE_DELETION)))
-        kek = Kek(kind=manager.kind, key_id=key_id, key=manager.get_key(key_id))
+        key = manager.get_key(key_id)
+        if group.format == "luks":
+            luks_output.passphrase(key)  # a KEK Cinder cannot use is refused before register
         enrolled.register(consumer, [key_id])
-        done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))
-        new = props.encrypted_properties(
-            header_size=summary.header_size, key_id=key_id, policy=policy,
-            plaintext_size=summary.plaintext_size, container_format=container_format or "bare")
+        if group.format == "luks":
+            result = luks_output.encrypt_file(self.src, disk_format, key)
+            done.dest, sizes = result.path, (result.plaintext_size, result.file_size)
+            new = props.luks_properties(key_id=key_id, policy=policy,
+                                        plaintext_size=result.plaintext_size)
+            attributes = {"container_format": "bare", "disk_format": "raw"}
+        else:
+            kek = Kek(kind=manager.kind, key_id=key_id, key=key)
+            done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))
+            sizes = (summary.plaintext_size, summary.file_size)
+            new = props.encrypted_properties(
+                header_size=summary.header_size, key_id=key_id, policy=policy,
+                plaintext_size=summary.plaintext_size,
+                container_format=container_format or "bare")
+            attributes = {"container_format": group.container_format}
         with self.action_wrapper as action:
-            done.container_format = container_format
-            action.set_image_attribute(size=summary.file_size,
-                                       container_format=group.container_format)
+            before = {"container_format": container_format, "disk_format": disk_format}
+            done.attributes = {name: before[name] for name in attributes}
+            action.set_image_attribute(size=sizes[1], **attributes)
             done.properties = list(new)
             action.set_image_extra_properties(new)
         self.src.unlink()  # no plaintext stays in staging
-        LOG.info("image %s encrypted with key %s: %d -> %d bytes", self.image_id, key_id,
-                 summary.plaintext_size, summary.file_size)
+        LOG.info("image %s encrypted (%s) with key %s: %d -> %d bytes", self.image_id,
+                 group.format, key_id, *sizes)
         return f"file://{done.dest}"
 
     # --- revert --------------------------------------------------------------------------
@@ -157,7 +179,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             for name in self.done.properties:
                 action.pop_extra_property(name)
             if self.done.properties:
-                action.set_image_attribute(container_format=self.done.container_format)
+                action.set_image_attribute(**self.done.attributes)
             action.set_image_attribute(status="queued")
             if self.stores:
                 action.remove_importing_stores(self.stores)

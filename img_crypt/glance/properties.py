@@ -11,6 +11,8 @@ from typing import Literal
 
 FORMAT_NAME = "img-crypt-v1"
 """Our value of ``os_encrypt_format``."""
+LUKS_FORMAT_NAME = "LUKSv1"
+"""``os_encrypt_format`` of a raw LUKS1 image (the upstream specs' value; ``luks`` is read too)."""
 
 FORMAT = "os_encrypt_format"
 KEY_ID = "os_encrypt_key_id"
@@ -18,6 +20,8 @@ CIPHER = "os_encrypt_cipher"
 DELETION_POLICY = "os_encrypt_key_deletion_policy"
 DECRYPT_CONTAINER_FORMAT = "os_decrypt_container_format"
 DECRYPT_SIZE = "os_decrypt_size"
+CINDER_KEY_ID = "cinder_encryption_key_id"
+CINDER_DELETION_POLICY = "cinder_encryption_key_deletion_policy"
 HEADER_LENGTH = "img_crypt_header_length"
 """The wrapped DEK is in the first ``img_crypt_header_length`` bytes of the stored data."""
 
@@ -31,6 +35,11 @@ DO_NOT_DELETE: Policy = "do_not_delete"
 def is_encrypted(properties: Mapping[str, object]) -> bool:
     """True when the image says it is encrypted: ``os_encrypt_format`` is set."""
     return properties.get(FORMAT) not in (None, "")
+
+
+def is_luks(properties: Mapping[str, object]) -> bool:
+    """True when ``os_encrypt_format`` says LUKS1 (``LUKSv1`` or ``luks``, any case)."""
+    return str(properties.get(FORMAT, "")).strip().lower() in ("luksv1", "luks")
 
 
 def stray_encryption_properties(properties: Mapping[str, object]) -> list[str]:
@@ -62,4 +71,19 @@ def encrypted_properties(*, header_size: int, key_id: str, policy: Policy,
         DECRYPT_CONTAINER_FORMAT: container_format,
         DECRYPT_SIZE: str(plaintext_size),
         HEADER_LENGTH: str(header_size),
+    }
+
+
+def luks_properties(*, key_id: str, policy: Policy, plaintext_size: int) -> dict[str, str]:
+    """The properties of an image whose data became a raw LUKS1 container.
+
+    The ``cinder_encryption_*`` pair is what today's Cinder reads to clone the key.
+    """
+    return {
+        FORMAT: LUKS_FORMAT_NAME,
+        KEY_ID: key_id,
+        DELETION_POLICY: policy,
+        DECRYPT_SIZE: str(plaintext_size),
+        CINDER_KEY_ID: key_id,
+        CINDER_DELETION_POLICY: policy,
     }

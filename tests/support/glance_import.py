@@ -205,7 +205,7 @@ class Import:
     def __init__(self, tmp_path: Path, data: bytes, conf: cfg.ConfigOpts,
                  key_manager: Callable[[cfg.ConfigOpts, Any], KeyManager], *,
                  image_id: str | None = None, container_format: str = "bare",
-                 extra: dict[str, Any] | None = None) -> None:
+                 disk_format: str | None = "raw", extra: dict[str, Any] | None = None) -> None:
         self.image_id = image_id or str(uuid.uuid4())
         self.task_id = str(uuid.uuid4())
         self.staging = tmp_path / "staging"
@@ -214,7 +214,8 @@ class Import:
         self.staged.write_bytes(data)
         self.file_path = f"file://{self.staged}"
         self.repo = FakeImageRepo(FakeImage(
-            self.image_id, container_format=container_format, size=len(data),
+            self.image_id, container_format=container_format, disk_format=disk_format,
+            size=len(data),
             extra_properties={"os_glance_import_task": self.task_id,
                               "os_glance_importing_to_stores": ",".join(STORES),
                               **(extra or {})}))
@@ -241,6 +242,11 @@ class Import:
     @property
     def encrypted(self) -> Path:
         return self.staging / f"{self.image_id}.img-crypt"
+
+    @property
+    def luks(self) -> Path:
+        """Where format = luks writes the container."""
+        return self.staging / f"{self.image_id}.luks"
 
     def staging_files(self) -> list[str]:
         return sorted(p.name for p in self.staging.iterdir())
