@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pytest
 
@@ -15,6 +15,9 @@ from barbican_mock import MockBarbican
 from img_crypt.envelope import Kek, KekLookup
 from img_crypt.keys.local import LocalKeyStore
 from tests.support.sinks import RecordingSink, ShortWriteSink
+
+if TYPE_CHECKING:
+    from img_crypt.keys.barbican import BarbicanKeyManager
 
 # --- stream fixtures (test_roundtrip, test_range, test_wycheproof) ----------------------------
 # kek, lookup, recording_sink, short_write_sink, pipe_feeder
@@ -149,3 +152,12 @@ def open_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+@pytest.fixture(scope="module")
+def barbican_km(real_barbican: Any) -> BarbicanKeyManager:
+    """Our Barbican key manager on the real Barbican, as the e2e tests' project (no auth)."""
+    from img_crypt.keys.connect import connect
+    from tests.support.e2e_glance import PROJECT
+
+    return connect(url=real_barbican.url, project_id=PROJECT)

@@ -18,7 +18,6 @@ import pytest
 from img_crypt.cli import main
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
-from img_crypt.keys.connect import connect
 from tests.servers.glance import GlanceClient, RealGlance, serve_file
 from tests.support.e2e_glance import (
     PROJECT,
@@ -30,11 +29,6 @@ from tests.support.e2e_glance import (
     staging_files,
     start_glance,
 )
-
-
-@pytest.fixture(scope="module")
-def barbican_km(real_barbican: Any) -> BarbicanKeyManager:
-    return connect(url=real_barbican.url, project_id=PROJECT)
 
 
 @pytest.fixture(scope="module")

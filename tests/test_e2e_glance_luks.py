@@ -22,7 +22,6 @@ from img_crypt import luks
 from img_crypt.errors import KeyHasConsumersError
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
-from img_crypt.keys.connect import connect
 from tests.servers.glance import GlanceClient, RealGlance
 from tests.support.e2e_glance import (
     PROJECT,
@@ -32,11 +31,6 @@ from tests.support.e2e_glance import (
     staging_files,
     start_glance,
 )
-
-
-@pytest.fixture(scope="module")
-def barbican_km(real_barbican: Any) -> BarbicanKeyManager:
-    return connect(url=real_barbican.url, project_id=PROJECT)
 
 
 @pytest.fixture(scope="module")
