@@ -4,7 +4,8 @@ Key ids come from file headers, secret names and error descriptions from Barbica
 bans control characters (C0, DEL, C1) in key ids, but other characters a terminal or a
 line-splitting reader acts on remain valid UTF-8: line and paragraph separators (U+2028,
 U+2029) and bidirectional overrides (U+202E ...). Everything Python does not consider
-printable is shown as a ``\uXXXX`` escape instead. Neutral: the stream layer uses it too.
+printable is shown as a ``\uXXXX`` escape instead. It imports nothing of the CLI, so the
+stream layer escapes key ids with it too.
 """
 
 from __future__ import annotations

@@ -49,11 +49,6 @@ KeyRef = str | NewKey
 """An existing key id, or a key to create."""
 
 
-def _same(a: Consumer, b: Consumer) -> bool:
-    return (a.service, a.resource_type, a.resource_id) == \
-        (b.service, b.resource_type, b.resource_id)
-
-
 def release(manager: KeyManager, consumer: Consumer, key_ids: Iterable[str]) -> list[str]:
     """Remove ``consumer`` from each key, best effort; one line per removal that failed.
 
@@ -101,7 +96,7 @@ class Enrollment:
     def _register(self, consumer: Consumer, key_id: str) -> None:
         if key_id not in self.created_keys:  # a key made just now has no consumers
             present = self.manager.list_consumers(key_id)
-            if any(_same(c, consumer) for c in present):
+            if consumer in present:  # equality ignores the registration time
                 return
             if any(c.resource_id == consumer.resource_id for c in present):
                 self.manager.add_consumer(key_id, consumer)  # ours and theirs may be one

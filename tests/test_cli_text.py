@@ -1,4 +1,4 @@
-"""Key ids from a hostile header reach the terminal escaped (img_crypt/cli/text.py).
+"""Key ids from a hostile header reach the terminal escaped (img_crypt/_text.py).
 
 FORMAT.md bans C0, DEL and C1 controls in key ids, but U+2028/U+2029 (which Python's
 ``splitlines`` and many log readers treat as line breaks) and bidirectional overrides (which
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from img_crypt import envelope
-from img_crypt.cli.text import printable
+from img_crypt._text import printable
 from img_crypt.envelope import Kek
 from tests.support.cli import cli
 

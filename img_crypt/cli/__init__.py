@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from img_crypt import __version__
-from img_crypt.cli.text import printable
+from img_crypt._text import printable
 from img_crypt.errors import ImgCryptError, UsageError
 
 PROG = "img-crypt"

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import img_crypt.cli.luks as cli_luks
 from img_crypt import envelope, luks
 from img_crypt._io import Input
+from img_crypt._text import printable
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
-from img_crypt.cli.text import printable
 from img_crypt.enrollment import Enrollment, KeyRef, NewKey, release
 from img_crypt.errors import UsageError
 from img_crypt.format import Header

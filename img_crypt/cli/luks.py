@@ -9,7 +9,6 @@ key, so decrypting needs ``--kek``; it has no integrity, so plaintext is release
 from __future__ import annotations
 
 import argparse
-import binascii
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -20,20 +19,10 @@ from img_crypt._text import printable
 from img_crypt.cli.files import open_input, open_output
 from img_crypt.cli.managers import Managers
 from img_crypt.enrollment import Enrollment, KeyRef, NewKey
-from img_crypt.errors import ImgCryptError, UsageError
-from img_crypt.keys.base import Consumer, KeyManager
+from img_crypt.errors import UsageError
+from img_crypt.keys.base import Consumer
 
-KEK_BYTES = 32
 _PREFIX = len(luks.MAGIC)
-
-
-def passphrase(km: KeyManager, key_id: str) -> bytes:
-    """The LUKS passphrase of KEK ``key_id``: the lowercase hex of its 32 bytes."""
-    key = km.get_key(key_id)
-    if len(key) != KEK_BYTES:
-        raise ImgCryptError(f"key {printable(key_id)} is not a 256-bit key: a LUKS1 "
-                            "passphrase needs one")
-    return binascii.hexlify(key)
 
 
 def peek(src: BinaryIO, total: int | None) -> tuple[bytes, Input]:
@@ -70,7 +59,7 @@ def encrypt(args: argparse.Namespace, image: Consumer | None,
     with Enrollment(km, report=report) as enrolled:
         key_id = enrolled.key(ref)
         created = key_id in enrolled.created_keys
-        secret = passphrase(km, key_id)
+        secret = luks.passphrase(km.get_key(key_id), key_id)
         if image is not None:
             enrolled.register(image, [key_id])
         with open_input(args.input) as (src, _total), \
@@ -91,7 +80,7 @@ def refuse_options(args: argparse.Namespace) -> None:
 
 def decrypt(args: argparse.Namespace, src: Input) -> int:
     """Decrypt the LUKS1 image ``src`` to OUTPUT under --kek; return the bytes written."""
-    secret = passphrase(Managers(args).selected(), args.kek)
+    secret = luks.passphrase(Managers(args).selected().get_key(args.kek), args.kek)
     with open_output(args.output, force=args.force) as dst:
         return luks.decrypt(src, dst, secret, size=args.size)
 

@@ -7,7 +7,6 @@ disk: a qcow2 is first converted to raw, as Glance's own image_conversion plugin
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import json
 import os
@@ -22,8 +21,6 @@ from img_crypt._atomic import atomic_file
 from img_crypt.errors import FormatError, UsageError
 
 SUFFIX = ".luks"
-KEK_BYTES = 32
-"""A 256-bit symmetric KEK: what Cinder clones and hexes into the volume's passphrase."""
 DISK_FORMATS = ("raw", "qcow2")
 QEMU_IMG_TIMEOUT = 600.0
 
@@ -37,14 +34,6 @@ class Result:
     file_size: int
 
 
-def passphrase(kek: bytes) -> bytes:
-    """The LUKS passphrase of a KEK: its lowercase hex (Cinder's and Nova's convention)."""
-    if len(kek) != KEK_BYTES:
-        raise UsageError(f"format luks needs a 256-bit symmetric KEK (Cinder clones it), "
-                         f"not a {len(kek) * 8}-bit one")
-    return binascii.hexlify(kek)
-
-
 def check_disk_format(disk_format: str | None) -> None:
     """Refuse a disk format we cannot turn into the raw disk a volume receives."""
     if disk_format not in DISK_FORMATS:
@@ -53,11 +42,13 @@ def check_disk_format(disk_format: str | None) -> None:
                          f"raw disk")
 
 
-def encrypt_file(src: Path, disk_format: str | None, kek: bytes, *,
+def encrypt_file(src: Path, disk_format: str | None, secret: bytes, *,
                  timeout: float | None = None) -> Result:
-    """Write ``src`` (raw or qcow2) as a raw LUKS1 file ``src`` + SUFFIX, all or nothing."""
+    """Write ``src`` (raw or qcow2) as a raw LUKS1 file ``src`` + SUFFIX, all or nothing.
+
+    ``secret`` is the passphrase, from :func:`img_crypt.luks.passphrase`.
+    """
     check_disk_format(disk_format)
-    secret = passphrase(kek)
     dest = src.with_name(src.name + SUFFIX)
     with _raw(src, disk_format, timeout or QEMU_IMG_TIMEOUT) as raw, open(raw, "rb") as source, \
             atomic_file(dest, durable=True, hidden=False) as sink:

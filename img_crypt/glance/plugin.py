@@ -21,6 +21,7 @@ from oslo_config import cfg
 from taskflow import task
 from taskflow.patterns import linear_flow
 
+from img_crypt import luks
 from img_crypt.enrollment import Enrollment, NewKey
 from img_crypt.envelope import Kek
 from img_crypt.errors import ImgCryptError, UsageError
@@ -141,11 +142,11 @@ class EncryptImage(task.Task):  # type: ignore[misc]
                                   self.image_id,
                                   delete_with_image=policy == props.ON_IMAGE_DELETION)))
         key = manager.get_key(key_id)
-        if group.format == "luks":
-            luks_output.passphrase(key)  # a KEK Cinder cannot use is refused before register
+        # a KEK Cinder cannot use is refused before the image is registered on it
+        secret = luks.passphrase(key, key_id) if group.format == "luks" else b""
         enrolled.register(consumer, [key_id])
         if group.format == "luks":
-            result = luks_output.encrypt_file(self.src, disk_format, key)
+            result = luks_output.encrypt_file(self.src, disk_format, secret)
             done.dest, sizes = result.path, (result.plaintext_size, result.file_size)
             new = props.luks_properties(key_id=key_id, policy=policy,
                                         plaintext_size=result.plaintext_size)

@@ -7,9 +7,13 @@ write and what we accept: ``specs/LUKS1.md``.
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
 
 from img_crypt._io import Input, Source
+from img_crypt._text import printable
+from img_crypt.errors import ImgCryptError
+from img_crypt.keys.base import KEK_BYTES
 from img_crypt.luks._header import MAGIC, SECTOR, parse
 from img_crypt.luks._stream import (
     DIGEST_ITERATIONS,
@@ -20,7 +24,7 @@ from img_crypt.luks._stream import (
 )
 
 __all__ = ["DIGEST_ITERATIONS", "MAGIC", "PAYLOAD_OFFSET", "SLOT_ITERATIONS", "LuksInfo",
-           "decrypt", "encrypt", "inspect", "is_luks"]
+           "decrypt", "encrypt", "inspect", "is_luks", "passphrase"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,19 @@ class LuksInfo:
     active_slots: tuple[int, ...]
     payload_offset: int  # bytes
     uuid: str
+
+
+def passphrase(kek: bytes, key_id: str) -> bytes:
+    """The LUKS1 passphrase of KEK ``key_id``: the lowercase hex of its 32 bytes.
+
+    Cinder's and Nova's convention for symmetric secrets (they clone the key and hex it); a
+    KEK of any other length is refused.
+    """
+    if len(kek) != KEK_BYTES:
+        raise ImgCryptError(f"key {printable(key_id)} is not a 256-bit key: a LUKS1 image needs "
+                            f"a 256-bit symmetric KEK (Cinder clones it and hexes it into the "
+                            f"passphrase), not a {len(kek) * 8}-bit one")
+    return binascii.hexlify(kek)
 
 
 def is_luks(prefix: bytes) -> bool:
