@@ -161,3 +161,17 @@ def barbican_km(real_barbican: Any) -> BarbicanKeyManager:
     from tests.support.e2e_glance import PROJECT
 
     return connect(url=real_barbican.url, project_id=PROJECT)
+
+
+# --- a private RabbitMQ node (tests/test_e2e_listener_rabbitmq.py) -----------------------------
+# One node per session (per xdist worker) on 127.0.0.1 with its own name, ports and epmd; a
+# node that cannot start fails the tests (RuntimeError), never skips.
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[object]:
+    """A started ``tests.servers.rabbitmq.RealRabbitMQ`` (``.transport_url``, ``.queues()``)."""
+    from tests.servers.rabbitmq import RealRabbitMQ
+
+    with RealRabbitMQ() as broker:
+        yield broker
