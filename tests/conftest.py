@@ -175,3 +175,18 @@ def rabbitmq() -> Iterator[object]:
 
     with RealRabbitMQ() as broker:
         yield broker
+
+
+# --- the delete hook's background worker (img_crypt/glance/retry_worker.py) ---------------------
+
+
+@pytest.fixture
+def own_retry_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A fresh ``RetryWorker`` as this process's shared one for one test; stopped after it, so
+    no retry of one test runs on during the next."""
+    from img_crypt.glance import retry_worker
+
+    worker = retry_worker.RetryWorker()
+    monkeypatch.setattr(retry_worker, "shared", lambda: worker)
+    yield worker
+    worker.stop(timeout=10)
