@@ -1,6 +1,6 @@
 """The delete hook's background worker (img_crypt/glance/retry_worker.py).
 
-Jobs run on one daemon thread; the caller waits on a ticket for its budget only. A job failing
+Jobs run on a few daemon threads; the caller waits on a ticket for its budget only. A job failing
 with UnavailableError is retried after a delay that doubles, a bounded number of times; any
 other error ends it. Each way a job is given up (attempts exhausted, refused error, full queue,
 process stopping) is logged naming ``img-crypt reconcile``.
@@ -25,7 +25,7 @@ RECONCILE = "img-crypt reconcile"
 
 @pytest.fixture
 def worker() -> Iterator[RetryWorker]:
-    w = RetryWorker(max_pending=3)
+    w = RetryWorker(max_pending=3, threads=1)
     yield w
     w.stop(timeout=5)
 
@@ -156,6 +156,19 @@ def test_stopping_logs_every_job_left_and_refuses_new_ones(
     stopped = [m for m in messages(caplog, logging.WARNING) if "process stopped" in m]
     assert len(stopped) == 1 and "cleanup of image x" in stopped[0] and RECONCILE in stopped[0]
     assert any("late" in m for m in messages(caplog, logging.ERROR))
+
+
+def test_jobs_run_side_by_side_so_a_hung_one_does_not_hold_up_the_others() -> None:
+    release = threading.Event()
+    worker = RetryWorker(threads=2)
+    try:
+        hung, quick = Job(block=release), Job()
+        worker.submit("hung", hung, retries=0, delay=0.1)
+        assert worker.submit("quick", quick, retries=0, delay=0.1).wait(5)
+        assert quick.done.is_set() and not hung.done.is_set()
+    finally:
+        release.set()
+        worker.stop()
 
 
 def test_the_shared_worker_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -> None:

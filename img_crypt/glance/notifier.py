@@ -3,7 +3,7 @@
 Enabled with ``[oslo_messaging_notifications] driver = img_crypt`` (a MultiStrOpt: add a line
 ``driver = log`` or ``driver = messagingv2`` to keep the others). Glance calls it
 synchronously after each image change; it acts on ``image.delete`` only, and never raises into
-Glance. The cleanup runs in this process's :mod:`.retry_worker` thread: the user's DELETE waits
+Glance. The cleanup runs on this process's :mod:`.retry_worker` threads: the user's DELETE waits
 for it at most ``[image_encryption] delete_hook_budget`` seconds, and the thread retries it
 while Barbican is unavailable; what still fails is logged, and ``img-crypt reconcile`` repairs
 it later.

@@ -1,6 +1,6 @@
 """A background worker that runs the delete hook's jobs outside Glance's request.
 
-One daemon thread per process takes jobs from a bounded queue. The caller hands it a job with
+A few daemon threads per process take jobs from one bounded queue. The caller hands it a job with
 :meth:`RetryWorker.submit` and waits on the returned :class:`Ticket` for as long as it can spend
 (the hook's time budget); whatever is not finished by then goes on here. A job that fails with
 :class:`~img_crypt.errors.UnavailableError` (key manager down, hung past its request timeout)
@@ -57,14 +57,18 @@ class _Job:
 
 
 class RetryWorker:
-    """One daemon thread running jobs in order of due time; at most ``max_pending`` queued."""
+    """``threads`` daemon threads running jobs in order of due time; ``max_pending`` queued.
 
-    def __init__(self, max_pending: int = 1000) -> None:
-        self.max_pending = max_pending
+    Several threads, so that concurrent deletes are cleaned up side by side, as when each
+    request ran its own cleanup, and one hung request does not hold up the others.
+    """
+
+    def __init__(self, max_pending: int = 1000, threads: int = 4) -> None:
+        self.max_pending, self.threads = max_pending, threads
         self._jobs: list[_Job] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
 
     def submit(self, name: str, run: Callable[[], object], *, retries: int,
@@ -84,24 +88,26 @@ class RetryWorker:
                 ticket._attempted()
                 return ticket
             self._push(_Job(time.monotonic(), next(self._seq), name, run, retries, delay, ticket))
-            self._ensure_thread()
+            self._ensure_threads()
         return ticket
 
     def pending(self) -> list[str]:
-        """Names of the queued jobs (not the one running)."""
+        """Names of the queued jobs (not those running)."""
         with self._cond:
             return [job.name for job in sorted(self._jobs)]
 
     def stop(self, timeout: float = 5.0) -> list[str]:
-        """Stop taking jobs and end the thread; log and return the names never finished."""
+        """Stop taking jobs and end the threads; log and return the names never finished."""
         with self._cond:
             self._stopping = True
             left = [job.name for job in sorted(self._jobs)]
             self._jobs.clear()
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
         for name in left:
             LOG.warning("%s: not finished before the process stopped; %s", name, NET)
         return left
@@ -112,12 +118,14 @@ class RetryWorker:
         heapq.heappush(self._jobs, job)
         self._cond.notify_all()
 
-    def _ensure_thread(self) -> None:
-        """Start the thread on first use, in the process that uses it (after any fork)."""
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="img-crypt-retry",
-                                            daemon=True)
-            self._thread.start()
+    def _ensure_threads(self) -> None:
+        """Start the threads on first use, in the process that uses them (after any fork)."""
+        self._threads = [t for t in self._threads if t.is_alive()]
+        while len(self._threads) < self.threads:
+            thread = threading.Thread(target=self._loop, daemon=True,
+                                      name=f"img-crypt-retry-{len(self._threads)}")
+            thread.start()
+            self._threads.append(thread)
 
     def _next(self) -> _Job | None:
         with self._cond:
@@ -131,7 +139,7 @@ class RetryWorker:
                     self._cond.wait()
             return None
 
-    def _loop(self) -> None:
+    def _loop(self) -> None:  # one thread
         while (job := self._next()) is not None:
             self._attempt(job)
 
