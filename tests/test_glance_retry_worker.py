@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -177,3 +179,23 @@ def test_the_shared_worker_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -
     assert retry_worker.shared() is first
     monkeypatch.setattr(retry_worker, "_shared_pid", os.getpid() + 1)  # as in a forked child
     assert retry_worker.shared() is not first
+
+
+EXITING = """
+import logging, sys
+from img_crypt.errors import UnavailableError
+from img_crypt.glance import retry_worker
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+def down():
+    raise UnavailableError("down")
+retry_worker.shared().submit("cleanup of image x", down, retries=3, delay=60).wait(5)
+"""
+
+
+def test_a_process_that_exits_logs_each_cleanup_it_leaves_to_reconcile() -> None:
+    """Glance stopping (gunicorn's graceful stop, uwsgi's reload) while a retry waits."""
+    proc = subprocess.run([sys.executable, "-c", EXITING], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert ("cleanup of image x: not finished before the process stopped; img-crypt reconcile "
+            "will clean it up") in proc.stderr
