@@ -2,7 +2,8 @@
 # Create .venv (Python >= 3.11) and install img-crypt into it; with --test, the test tools too;
 # with --bench, the benchmark's (tink, matplotlib). --test and --bench also install `age` from
 # apt when it is missing (bench/run.py compares against it; without it, it reports SKIPPED);
-# --test also installs qemu-utils and cryptsetup-bin (the LUKS1 interop tests' oracles).
+# --test also installs qemu-utils and cryptsetup-bin (the LUKS1 interop tests' oracles) and
+# rabbitmq-server (a private node for img-crypt-listener's tests; the system node stays off).
 # Sourced by demo.sh and test.sh; safe to run again (it only installs what changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,22 @@ if [ -n "$extra" ]; then
     if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq qemu-utils cryptsetup-bin >/dev/null; }; then
       echo "setup: warning: could not install qemu-utils/cryptsetup-bin; the LUKS interop tests will fail" >&2
     fi
+  fi
+  # img-crypt-listener's end-to-end tests (tests/servers/rabbitmq.py) run a private RabbitMQ
+  # node; they fail (never skip) without it. Only the package is needed: where apt would start
+  # the system node, policy-rc.d stops it (the tests never use it: own node name and ports).
+  if [ "$extra" = "[test]" ] && [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    echo "setup: installing rabbitmq-server with apt-get (img-crypt-listener tests)" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod +x "$policy"
+    fi
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rabbitmq-server >/dev/null; }; then
+      echo "setup: warning: could not install rabbitmq-server; the listener tests will fail" >&2
+    fi
+    [ -z "$policy" ] || $SUDO rm -f "$policy"
   fi
   for tool in gpg openssl; do
     command -v "$tool" >/dev/null 2>&1 ||

@@ -161,3 +161,32 @@ def barbican_km(real_barbican: Any) -> BarbicanKeyManager:
     from tests.support.e2e_glance import PROJECT
 
     return connect(url=real_barbican.url, project_id=PROJECT)
+
+
+# --- a private RabbitMQ node (tests/test_e2e_listener_rabbitmq.py) -----------------------------
+# One node per session (per xdist worker) on 127.0.0.1 with its own name, ports and epmd; a
+# node that cannot start fails the tests (RuntimeError), never skips.
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[object]:
+    """A started ``tests.servers.rabbitmq.RealRabbitMQ`` (``.transport_url``, ``.queues()``)."""
+    from tests.servers.rabbitmq import RealRabbitMQ
+
+    with RealRabbitMQ() as broker:
+        yield broker
+
+
+# --- the delete hook's background worker (img_crypt/glance/retry_worker.py) ---------------------
+
+
+@pytest.fixture
+def own_retry_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A fresh ``RetryWorker`` as this process's shared one for one test; stopped after it, so
+    no retry of one test runs on during the next."""
+    from img_crypt.glance import retry_worker
+
+    worker = retry_worker.RetryWorker()
+    monkeypatch.setattr(retry_worker, "shared", lambda: worker)
+    yield worker
+    worker.stop(timeout=10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,9 +25,10 @@ from oslo_context.context import RequestContext
 from barbican_mock import MockBarbican
 from img_crypt.errors import KeyManagerError, UnavailableError
 from img_crypt.glance import keys as glance_keys
-from img_crypt.glance import lifecycle, listener, notifier, opts
+from img_crypt.glance import lifecycle, listener, notifier, opts, retry_worker
 from img_crypt.glance import properties as props
 from img_crypt.glance.context_auth import ContextAuth
+from img_crypt.glance.retry_worker import RetryWorker
 from img_crypt.keys import naming
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
@@ -269,29 +271,78 @@ def test_the_notifier_driver_ignores_other_events(mock: MockBarbican) -> None:
     assert len(mock.consumers(image["properties"][props.KEY_ID])) == 1
 
 
-def test_the_notifier_driver_logs_an_unreachable_barbican_and_does_not_raise(
-        down_url: str, caplog: pytest.LogCaptureFixture, fast_retries: None) -> None:
+def test_the_notifier_driver_logs_an_unreachable_barbican_does_not_raise_and_retries_later(
+        down_url: str, caplog: pytest.LogCaptureFixture, fast_retries: None,
+        own_retry_worker: RetryWorker) -> None:
     driver = notifier.ImageDeleteDriver(glance_conf(down_url, key_manager_auth="noauth"),
                                         ["notifications"], None)
     image_id = str(uuid.uuid4())
     payload = {"id": image_id, "owner": PROJECT,
                "properties": {props.KEY_ID: str(uuid.uuid4())}}
-    with caplog.at_level(logging.ERROR, logger="img_crypt.glance.notifier"):
+    with caplog.at_level(logging.WARNING, logger=retry_worker.LOG.name):
         notify(driver, "image.delete", payload)
-    errors = [r for r in caplog.records if r.name == "img_crypt.glance.notifier"
-              and r.levelno == logging.ERROR]
-    assert len(errors) == 1
-    assert image_id in errors[0].getMessage()
-    assert "cannot reach Barbican" in errors[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.name == retry_worker.LOG.name]
+    assert len(warnings) == 1
+    assert image_id in warnings[0] and "cannot reach Barbican" in warnings[0]
+    assert "attempt 2 of 6 in 10.0 s" in warnings[0]  # the defaults: 5 retries from 10 s
+    assert own_retry_worker.pending() == [f"key cleanup of deleted image {image_id}"]
+
+
+def test_the_default_delete_hook_budget_is_at_most_two_seconds() -> None:
+    assert 0 < glance_conf()[opts.GROUP].delete_hook_budget <= 2.0
+
+
+def test_the_notifier_driver_holds_glance_no_longer_than_its_budget(
+        mock: MockBarbican, monkeypatch: pytest.MonkeyPatch,
+        own_retry_worker: RetryWorker) -> None:
+    """A cleanup that hangs goes on in the background; Glance's DELETE is not held."""
+    release, finished = threading.Event(), threading.Event()
+
+    def hanging_cleanup(conf: cfg.ConfigOpts, payload: dict[str, Any]) -> None:
+        release.wait(10)
+        finished.set()
+
+    monkeypatch.setattr(notifier, "handle_delete", hanging_cleanup)
+    driver = notifier.ImageDeleteDriver(
+        glance_conf(mock.url, key_manager_auth="noauth", delete_hook_budget=0.3),
+        ["notifications"], None)
+    began = time.monotonic()
+    notify(driver, "image.delete", barbican_image(mock))
+    assert 0.3 <= time.monotonic() - began < 1.5
+    assert not finished.is_set()
+    release.set()
+    assert finished.wait(5)
+
+
+def test_the_notifier_driver_finishes_the_cleanup_in_the_background_once_barbican_is_back(
+        mock: MockBarbican, fast_retries: None, own_retry_worker: RetryWorker) -> None:
+    image = barbican_image(mock)
+    key_id = image["properties"][props.KEY_ID]
+    driver = notifier.ImageDeleteDriver(
+        glance_conf(mock.url, key_manager_auth="noauth", delete_hook_budget=0.5,
+                    delete_hook_retry_delay=0.2), ["notifications"], None)
+    mock.stop()
+    try:
+        notify(driver, "image.delete", image)
+        assert len(own_retry_worker.pending()) == 1
+    finally:
+        mock.start()  # same port, same state
+    deadline = time.monotonic() + 10
+    while mock.secrets() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mock.secrets() == [] and mock.consumers(key_id) == []
 
 
 def test_the_notifier_driver_swallows_even_unexpected_errors(
-        mock: MockBarbican, caplog: pytest.LogCaptureFixture) -> None:
+        mock: MockBarbican, caplog: pytest.LogCaptureFixture,
+        own_retry_worker: RetryWorker) -> None:
     driver = notifier.ImageDeleteDriver(glance_conf(mock.url, key_manager_auth="noauth"),
                                         ["notifications"], None)
-    with caplog.at_level(logging.ERROR, logger="img_crypt.glance.notifier"):
+    with caplog.at_level(logging.ERROR, logger=retry_worker.LOG.name):
         notify(driver, "image.delete", {"properties": {props.KEY_ID: str(uuid.uuid4())}})
-    assert any(r.name == "img_crypt.glance.notifier" and r.exc_info for r in caplog.records)
+    assert any(r.name == retry_worker.LOG.name and r.exc_info
+               and "img-crypt reconcile" in r.getMessage() for r in caplog.records)
+    assert own_retry_worker.pending() == []  # not retried
 
 
 @pytest.mark.parametrize("policy", ["on_image_deletion", "True", "do_not_delete"])

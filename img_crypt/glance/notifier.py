@@ -3,18 +3,22 @@
 Enabled with ``[oslo_messaging_notifications] driver = img_crypt`` (a MultiStrOpt: add a line
 ``driver = log`` or ``driver = messagingv2`` to keep the others). Glance calls it
 synchronously after each image change; it acts on ``image.delete`` only, and never raises into
-Glance: a failure is logged, and ``img-crypt reconcile`` repairs it later.
+Glance. The cleanup runs on this process's :mod:`.retry_worker` threads: the user's DELETE waits
+for it at most ``[image_encryption] delete_hook_budget`` seconds, and the thread retries it
+while Barbican is unavailable; what still fails is logged, and ``img-crypt reconcile`` repairs
+it later.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from oslo_config import cfg
 from oslo_messaging.notify import notifier
 
-from img_crypt.errors import ImgCryptError
+from img_crypt.glance import retry_worker
 from img_crypt.glance.keys import for_owner
 from img_crypt.glance.lifecycle import DELETE_EVENT, on_image_delete
 from img_crypt.glance.opts import GROUP, register_opts
@@ -49,11 +53,15 @@ class ImageDeleteDriver(notifier.Driver):  # type: ignore[misc]
         if msg.get("event_type") != DELETE_EVENT:
             return
         payload = msg.get("payload") or {}
+        group = self.conf[GROUP]
         try:
-            handle_delete(self.conf, payload)
-        except ImgCryptError as e:
-            LOG.error("image %s deleted, but its key was not cleaned up: %s (img-crypt "
-                      "reconcile will retry)", payload.get("id"), e)
+            ticket = retry_worker.shared().submit(
+                f"key cleanup of deleted image {payload.get('id')}",
+                functools.partial(handle_delete, self.conf, payload),
+                retries=group.delete_hook_retries, delay=group.delete_hook_retry_delay)
+            if not ticket.wait(group.delete_hook_budget):
+                LOG.info("image %s: key cleanup not done within %.1f s; it goes on in the "
+                         "background", payload.get("id"), group.delete_hook_budget)
         except Exception:  # never break Glance's delete
             LOG.exception("image %s deleted; the img-crypt delete hook failed",
                           payload.get("id"))

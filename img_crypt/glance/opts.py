@@ -68,6 +68,16 @@ request context ([key_manager] and [barbican] options), and the delete hook with
 send X-Project-Id (the image owner) to [barbican] barbican_endpoint.""")),
     cfg.FloatOpt("timeout", default=30.0, min=1.0, help=_help("""
 Seconds to wait for one Barbican request.""")),
+    cfg.FloatOpt("delete_hook_budget", default=2.0, min=0.0, help=_help("""
+Seconds the in-Glance delete hook may hold a user's image DELETE. The key cleanup runs in
+a background thread of the Glance process; what it has not finished by then goes on there
+after the DELETE has answered.""")),
+    cfg.IntOpt("delete_hook_retries", default=5, min=0, help=_help("""
+How many times the background thread retries a key cleanup while Barbican is unavailable
+before it gives up and leaves the key to img-crypt reconcile.""")),
+    cfg.FloatOpt("delete_hook_retry_delay", default=10.0, min=0.1, help=_help("""
+Seconds before the first retry of a key cleanup; each further retry waits twice as long
+(at most 600 s).""")),
     cfg.ListOpt("listener_topics", default=["notifications"], help=_help("""
 Notification topics img-crypt-listener consumes (Glance's
 [oslo_messaging_notifications] topics).""")),
