@@ -32,6 +32,9 @@ from img_crypt.glance.opts import GROUP, register_opts
 
 LOG = logging.getLogger("img_crypt.glance.upload_guard")
 
+DRAIN_LIMIT = 1 << 30
+"""Bytes of a refused body read and dropped at most; a bigger upload sees its connection
+closed (the reason is in Glance's log)."""
 _UPLOAD = re.compile(r"/v2/images/([0-9a-fA-F-]{36})/file/?")
 StartResponse = Callable[..., Any]
 App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -50,10 +53,10 @@ class _Prefixed(io.RawIOBase):
         if size is None or size < 0:
             data, self._head = self._head + bytes(self._rest.read()), b""
             return data
-        if self._head:
-            data, self._head = self._head[:size], self._head[size:]
-            return data
-        return bytes(self._rest.read(size))
+        data, self._head = self._head[:size], self._head[size:]
+        if len(data) < size:  # a short read would look like a disconnection to webob
+            data += bytes(self._rest.read(size - len(data)))
+        return data
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
@@ -100,6 +103,7 @@ class UploadGuard:
             refusal = self._data_refusal(environ, image_id, image, head)
         if refusal is not None:
             LOG.warning("upload refused: %s", refusal)
+            _drain(environ["wsgi.input"])
             return _refuse(start_response, refusal)
         return self.app(environ, start_response)
 
@@ -141,6 +145,16 @@ def _iterate(result: Iterable[bytes]) -> Iterator[bytes]:
         close = getattr(result, "close", None)
         if close is not None:
             close()
+
+
+def _drain(stream: Any) -> None:
+    """Read and drop the body (up to :data:`DRAIN_LIMIT`).
+
+    The client, still sending, then gets the answer instead of a reset connection.
+    """
+    left = DRAIN_LIMIT
+    while left > 0 and (part := stream.read(min(left, 1 << 20))):
+        left -= len(part)
 
 
 def _refuse(start_response: StartResponse, reason: str) -> list[bytes]:
