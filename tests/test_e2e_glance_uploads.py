@@ -203,6 +203,19 @@ def test_cinder_upload_to_image_is_registered_and_its_key_deleted_on_image_delet
     assert key_id not in {k.key_id for k in barbican_km.list_keys()}
 
 
+def test_import_of_a_client_side_luks1_image_is_registered_by_the_upload_events(
+        client: GlanceClient, barbican_km: BarbicanKeyManager) -> None:
+    """The plugin passes an image that says it is encrypted through; the events register it."""
+    key_id = barbican_km.create_key("import-luks")
+    image = client.create_image(name="luks-import", disk_format="raw", container_format="bare",
+                                os_encrypt_format="LUKSv1", os_encrypt_key_id=key_id)
+    client.stage(image["id"], luks1(plaintext(64 * KiB), barbican_km, key_id))
+    client.import_image(image["id"])
+    result = client.wait_import(image["id"])
+    assert result.status == "active", result.task_message
+    assert barbican_km.list_consumers(key_id) == [consumer(image["id"])]
+
+
 def test_shared_key_stays_when_one_of_its_images_is_deleted(
         client: GlanceClient, barbican_km: BarbicanKeyManager) -> None:
     key_id = barbican_km.create_key("put-shared")
