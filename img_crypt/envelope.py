@@ -196,6 +196,22 @@ def inspect(source: Input, *, size: int | None = None,
     return Inspection(header, len(raw), payload, -1 if plain is None else plain)
 
 
+def authenticate_header(source: Input, lookup: KekLookup, *,
+                        image_id: uuid.UUID) -> Header:
+    """Read the header only, check it is bound to ``image_id`` and that a slot opens.
+
+    Opening a slot unwraps the DEK with the slot's key and verifies the header MAC: a header
+    that merely parses (forged, copied from another image, keys not available) fails with
+    :class:`FormatError`, :class:`BindingError`, :class:`AuthenticationError` or the key
+    manager's error. The payload is not read.
+    """
+    with Source(source, DEFAULT_READ_SIZE) as src:
+        header, raw = _read_header(src)
+    _check_binding(header, image_id)
+    _keyslots.open_dek(header, raw, lookup)
+    return header
+
+
 def rewrap(source: Input, sink: Writable, lookup: KekLookup, *, add: Sequence[Kek] = (),
            remove: Sequence[tuple[str, str]] = (), verify: bool = True,
            before_write: Callable[[Header], None] | None = None,

@@ -1,6 +1,9 @@
 """Reconcile: remove the consumers of deleted images, and the per-image keys they leave behind.
 
-The safety net for lost Glance delete notifications. :func:`reconcile` is pure: it takes a key
+The safety net for lost Glance notifications. First it adds the consumer records that active
+encrypted images lack (an upload event lost, or a client image uploaded between its events),
+through :class:`~img_crypt.enrollment.Enrollment`, for images whose last update is older than
+the grace period. :func:`reconcile` is pure: it takes a key
 manager and a function telling whether an image exists (for a real Glance:
 :class:`img_crypt.glance.images.GlanceImages`). A consumer is removed only when Glance said its
 image is gone (never on doubt) and the record is older than the grace period (its image may not
@@ -13,13 +16,14 @@ read are left alone and keep their key.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from img_crypt import retention
-from img_crypt.errors import ConsumerNotFoundError, KeyNotFoundError
+from img_crypt.enrollment import Enrollment
+from img_crypt.errors import ConsumerNotFoundError, ForbiddenError, KeyNotFoundError
 from img_crypt.keys.base import Consumer, KeyInfo, KeyManager, unreadable_consumers
 from img_crypt.keys.naming import image_of_key
 
@@ -33,6 +37,24 @@ class ImageState(enum.Enum):
 
 
 ImageStateLookup = Callable[[str], ImageState]
+
+
+@dataclass(frozen=True)
+class ActiveImage:
+    """An active image that names keys (``os_encrypt_key_id``, ``cinder_encryption_key_id``)."""
+
+    image_id: str
+    key_ids: tuple[str, ...]
+    updated: datetime | None
+    """Its last update (Glance's ``updated_at``; None: unknown, counts as young)."""
+
+
+@dataclass(frozen=True)
+class AddedConsumer:
+    """A consumer record added for an active image that lacked it (or would be, dry run)."""
+
+    key_id: str
+    image_id: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class Report:
     dry_run: bool = False
     checked: int = 0
     """Keys examined."""
+    added: list[AddedConsumer] = field(default_factory=list)
     removed: list[RemovedConsumer] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     kept: list[KeptKey] = field(default_factory=list)
@@ -109,12 +132,14 @@ class _Run:
 
 def reconcile(manager: KeyManager, image_state: ImageStateLookup, *, service: str,
               dry_run: bool, report: Report | None = None,
-              grace: timedelta = retention.DEFAULT_GRACE, now: datetime | None = None) -> Report:
-    """Remove the ``service`` image consumers of gone images; delete per-image keys left empty.
+              grace: timedelta = retention.DEFAULT_GRACE, now: datetime | None = None,
+              active: Iterable[ActiveImage] = ()) -> Report:
+    """Add the missing consumers of ``active`` images; remove those of gone images.
 
-    Records younger than ``grace`` (at ``now``, default the current time) are kept whatever
-    Glance says. ``report`` (a new one by default) is filled as the run goes, so a caller
-    still has what was done when a key-manager error ends the run early. Each image is looked
+    Then per-image keys left empty are deleted. Images updated and records made within
+    ``grace`` (at ``now``, default the current time) are left alone whatever Glance says.
+    ``report`` (a new one by default) is filled as the run goes, so a caller still has what
+    was done when a key-manager error ends the run early. Each image is looked
     up once per run.
     """
     report = report if report is not None else Report()
@@ -127,6 +152,10 @@ def reconcile(manager: KeyManager, image_state: ImageStateLookup, *, service: st
         return states[image_id]
 
     run = _Run(manager, state, service, dry_run, report, now or datetime.now(UTC), grace)
+    for image in active:
+        if not run.young(image.updated):
+            for key_id in image.key_ids:
+                _enroll(run, image.image_id, key_id)
     for info in manager.list_keys():
         report.checked += 1
         try:
@@ -134,6 +163,24 @@ def reconcile(manager: KeyManager, image_state: ImageStateLookup, *, service: st
         except KeyNotFoundError:
             report.kept.append(KeptKey(info.key_id, "the key disappeared during the run"))
     return report
+
+
+def _enroll(run: _Run, image_id: str, key_id: str) -> None:
+    """Add the consumer record an active image lacks on one of its keys."""
+    consumer = Consumer(service=run.service, resource_type="image", resource_id=image_id)
+    try:
+        if run.dry_run:
+            if consumer not in run.manager.list_consumers(key_id):
+                run.report.added.append(AddedConsumer(key_id, image_id))
+            return
+        with Enrollment(run.manager) as enrollment:
+            enrollment.register(consumer, [key_id])
+    except (KeyNotFoundError, ForbiddenError):
+        run.report.kept.append(KeptKey(key_id, f"named by active image {image_id}, but not "
+                                               "found in this project; no consumer added"))
+        return
+    if enrollment.added:
+        run.report.added.append(AddedConsumer(key_id, image_id))
 
 
 def _reconcile_key(run: _Run, info: KeyInfo) -> None:

@@ -302,7 +302,8 @@ def test_the_notifier_driver_holds_glance_no_longer_than_its_budget(
         release.wait(10)
         finished.set()
 
-    monkeypatch.setattr(notifier, "handle_delete", hanging_cleanup)
+    monkeypatch.setitem(notifier.HANDLERS, "image.delete",
+                        (hanging_cleanup, "key cleanup of deleted image"))
     driver = notifier.ImageDeleteDriver(
         glance_conf(mock.url, key_manager_auth="noauth", delete_hook_budget=0.3),
         ["notifications"], None)

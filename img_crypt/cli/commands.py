@@ -321,8 +321,9 @@ def grace_period(text: str) -> timedelta:
 def reconcile(args: argparse.Namespace) -> int:
     """Remove image consumers whose image Glance no longer has; delete per-image keys left empty.
 
-    Records younger than --grace-period are kept. Exit code 1 when the state of some image was
-    unknown: nothing was removed from its keys.
+    First, the project's active images that name a key get their missing consumer records.
+    Images and records younger than --grace-period are left alone. Exit code 1 when the state
+    of some image was unknown: nothing was removed from its keys.
     """
     from img_crypt import reconcile as rc
     from img_crypt.glance.images import GlanceImages
@@ -337,7 +338,8 @@ def reconcile(args: argparse.Namespace) -> int:
     report = rc.Report()
     try:
         rc.reconcile(Managers(args).selected(), glance, service=args.consumer_service,
-                     dry_run=args.dry_run, report=report, grace=args.grace_period)
+                     dry_run=args.dry_run, report=report, grace=args.grace_period,
+                     active=glance.active_images())
     except BaseException:
         _show_reconcile(args, report, glance.problems, complete=False)
         raise
@@ -358,7 +360,9 @@ def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str
         print(json.dumps(doc, indent=2))
         return
     dry = report.dry_run
-    lines = [f"{'would remove' if dry else 'removed'} consumer image/{r.image_id} from key "
+    lines = [f"{'would add' if dry else 'added'} consumer image/{a.image_id} to key {a.key_id}"
+             for a in report.added]
+    lines += [f"{'would remove' if dry else 'removed'} consumer image/{r.image_id} from key "
              f"{r.key_id}{' (already removed)' if r.already_removed else ''}"
              for r in report.removed]
     lines += [f"{'would delete' if dry else 'deleted'} key {key_id}"
@@ -371,8 +375,10 @@ def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str
     for line in lines:
         print(printable(line))
     state = "" if complete else ", stopped early"
+    added = "to add" if dry else "added"
     print(f"reconcile{' (dry run)' if dry else ''}{state}: {report.checked} key(s) checked, "
           f"{len(report.removed)} consumer(s) {'to remove' if dry else 'removed'}, "
           f"{len(report.deleted)} key(s) {'to delete' if dry else 'deleted'}, "
           f"{len(report.kept)} kept, {len(unknown)} image(s) unknown"
-          f"{f', {len(report.skipped)} record(s) skipped' if report.skipped else ''}")
+          f"{f', {len(report.skipped)} record(s) skipped' if report.skipped else ''}"
+          f"{f', {len(report.added)} consumer(s) {added}' if report.added else ''}")

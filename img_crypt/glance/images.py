@@ -1,4 +1,6 @@
-"""reconcile's Glance client: is this image still there? (``GET /v2/images/{id}``).
+"""reconcile's Glance client: is an image still there, and which active images name keys.
+
+``GET /v2/images/{id}`` and ``GET /v2/images?status=active&owner=<project>``.
 
 keystoneauth is imported only when a client is made; no oslo library, so the command line
 can use it.
@@ -8,10 +10,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from img_crypt.errors import ImgCryptError
-from img_crypt.reconcile import ImageState
+from img_crypt.glance.properties import key_claims
+from img_crypt.reconcile import ActiveImage, ImageState
 
 if TYPE_CHECKING:
     from keystoneauth1.session import Session
@@ -36,8 +40,10 @@ class GlanceImages:
     """
 
     def __init__(self, session: Session, endpoint: str, *,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, project_id: str | None = None) -> None:
         self.session = session
+        self.project_id = project_id
+        """The project whose active images :meth:`active_images` lists."""
         self.root = re.sub(r"/v2(\.\d+)?$", "", endpoint.rstrip("/"))
         self.headers = dict(headers or {})
         self.problems: dict[str, str] = {}
@@ -51,7 +57,7 @@ class GlanceImages:
 
         return cls(Session(timeout=timeout), url,
                    headers={"X-Identity-Status": "Confirmed", "X-Project-Id": project_id,
-                            "X-Roles": NOAUTH_ROLES})
+                            "X-Roles": NOAUTH_ROLES}, project_id=project_id)
 
     @classmethod
     def from_cloud(cls, cloud: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> GlanceImages:
@@ -69,7 +75,12 @@ class GlanceImages:
                               f"{type(e).__name__}") from None
         if not endpoint:
             raise GlanceError("the service catalog has no image endpoint")
-        return cls(session, endpoint)
+        try:
+            project_id = session.get_project_id()
+        except ks_exc.ClientException as e:
+            raise GlanceError(f"cannot tell the project of the credentials: "
+                              f"{type(e).__name__}") from None
+        return cls(session, endpoint, project_id=project_id)
 
     def _get(self, path: str, **params: str) -> Response:
         from keystoneauth1 import exceptions as ks_exc
@@ -95,6 +106,26 @@ class GlanceImages:
         if not isinstance(body, dict) or not isinstance(body.get("images"), list):
             raise GlanceError(f"{self.root} does not answer like the Glance image API v2 "
                               f"(GET /v2/images: HTTP {resp.status_code})")
+
+    def active_images(self) -> list[ActiveImage]:
+        """The project's active images that name a key (all pages); GlanceError if unreadable.
+
+        Only the project's own images: a key of another project is not ours to register on.
+        """
+        if not self.project_id:
+            raise GlanceError("no project to list the active images of")
+        found: list[ActiveImage] = []
+        params = {"status": "active", "owner": self.project_id, "limit": "200"}
+        while True:
+            resp = self._get("images", **params)
+            body = _json(resp) if resp.status_code == 200 else None
+            if not isinstance(body, dict) or not isinstance(body.get("images"), list):
+                raise GlanceError(f"cannot list the images of {self.root} (HTTP "
+                                  f"{resp.status_code})")
+            found += [image for image in map(_active_image, body["images"]) if image]
+            if not body.get("next") or not body["images"]:
+                return found
+            params["marker"] = str(body["images"][-1].get("id"))
 
     def __call__(self, image_id: str) -> ImageState:
         """Ask Glance about one image."""
@@ -123,6 +154,20 @@ def _json(resp: Response) -> object:
         return resp.json()
     except ValueError:
         return None
+
+
+def _active_image(image: Any) -> ActiveImage | None:
+    """An image of a listing as :class:`ActiveImage`; None when it names no key."""
+    if not isinstance(image, dict) or image.get("status") != "active" or not image.get("id"):
+        return None
+    keys = tuple(key_claims(image))
+    if not keys:
+        return None
+    try:
+        updated: datetime | None = datetime.fromisoformat(str(image.get("updated_at")))
+    except ValueError:
+        updated = None  # counts as young: left alone
+    return ActiveImage(str(image["id"]), keys, updated)
 
 
 def _is_uuid(text: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from img_crypt import retention
@@ -37,26 +37,39 @@ class Outcome:
     consumer_removed: bool
     key_deleted: bool
     note: str = ""
+    more: tuple[Outcome, ...] = ()
+    """The outcomes of the image's other keys (a ``cinder_encryption_key_id`` of its own)."""
 
 
 def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None], KeyManager],
                     *, service: str, configured: Collection[str] = ()) -> Outcome | None:
-    """Unregister a deleted image from its key, then delete the key if :mod:`retention` lets it.
+    """Unregister a deleted image from its keys, then delete each key :mod:`retention` lets go.
 
     ``image`` is the ``image.delete`` payload (``id``, ``owner``, ``properties``);
     ``manager_for(owner)`` gives a key manager acting for the image's project; ``configured``
     are the key ids the operator configured (the shared ``kek_id``): their consumer is removed,
-    the key never deleted, whatever the image's properties claim. Images without
-    ``os_encrypt_key_id`` are ignored (None). Key-manager errors other than "already gone"
-    propagate, so a listener can retry.
+    the key never deleted, whatever the image's properties claim. The keys are the image's
+    ``os_encrypt_key_id`` (any ``os_encrypt_format``) and ``cinder_encryption_key_id``, each
+    under its own deletion policy (:func:`~img_crypt.glance.properties.key_claims`); the
+    outcome is the first key's, with the others' in :attr:`Outcome.more`. Images naming no key
+    are ignored (None). Key-manager errors other than "already gone" propagate, so a listener
+    can retry.
     """
-    properties = image.get("properties") or {}
-    key_id = properties.get(props.KEY_ID)
-    if not key_id:
+    claims = props.key_claims(image.get("properties") or {})
+    if not claims:
         return None
     image_id = str(image["id"])
     manager = manager_for(image.get("owner"))
     consumer = Consumer(service=service, resource_type="image", resource_id=image_id)
+    outcomes = [_release(manager, consumer, key_id, policy == props.ON_IMAGE_DELETION,
+                         configured) for key_id, policy in claims.items()]
+    return replace(outcomes[0], more=tuple(outcomes[1:]))
+
+
+def _release(manager: KeyManager, consumer: Consumer, key_id: str, policy_deletes: bool,
+             configured: Collection[str]) -> Outcome:
+    """Remove the deleted image's consumer from one key, then delete the key if it may go."""
+    image_id = consumer.resource_id
     try:
         manager.remove_consumer(key_id, consumer)
         removed = True
@@ -66,7 +79,6 @@ def on_image_delete(image: Mapping[str, Any], manager_for: Callable[[str | None]
         removed = False
     except KeyNotFoundError:
         return Outcome(image_id, key_id, False, False, retention.GONE)
-    policy_deletes = props.deletion_policy(properties) == props.ON_IMAGE_DELETION
     try:
         note = retention.why_keep(manager, key_id, image_id=image_id, was_consumer=removed,
                                   policy_deletes=policy_deletes, configured=configured) \

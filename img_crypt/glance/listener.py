@@ -1,8 +1,9 @@
-"""``img-crypt-listener``: the delete hook for Glance deployments that notify through a broker.
+"""``img-crypt-listener``: the lifecycle hooks for Glance deployments that notify through a broker.
 
-Glance with ``[oslo_messaging_notifications] driver = messagingv2`` sends ``image.delete`` to
-the ``notifications`` topic of the ``glance`` exchange; this listens there with its own pool
-(queue) and runs the same handler as the in-Glance driver. Run it with Glance's config file:
+Glance with ``[oslo_messaging_notifications] driver = messagingv2`` sends ``image.delete``,
+``image.upload`` and ``image.activate`` to the ``notifications`` topic of the ``glance``
+exchange; this listens there with its own pool (queue) and runs the same handlers as the
+in-Glance driver (:data:`img_crypt.glance.notifier.HANDLERS`). Run it with Glance's config file:
 ``img-crypt-listener --config-file /etc/glance/glance-api.conf``.
 """
 
@@ -18,8 +19,7 @@ import oslo_messaging
 from oslo_config import cfg
 
 from img_crypt.errors import ImgCryptError, UnavailableError
-from img_crypt.glance.lifecycle import DELETE_EVENT
-from img_crypt.glance.notifier import handle_delete
+from img_crypt.glance.notifier import HANDLERS
 from img_crypt.glance.opts import GROUP, register_opts
 
 LOG = logging.getLogger("img_crypt.glance.listener")
@@ -27,26 +27,28 @@ EXCHANGE = "glance"
 
 
 class DeleteEndpoint:
-    """Notification endpoint: ``image.delete`` in, key cleanup out."""
+    """Notification endpoint: the events of ``HANDLERS`` in, consumer and key changes out."""
 
-    filter_rule = oslo_messaging.NotificationFilter(event_type=r"^image\.delete$")
+    filter_rule = oslo_messaging.NotificationFilter(
+        event_type=r"^image\.(delete|upload|activate)$")
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
 
     def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: dict[str, Any],
              metadata: dict[str, Any]) -> Any:
-        """Handle one delete; ask for redelivery when the key manager is unavailable."""
-        if event_type != DELETE_EVENT:
+        """Handle one event; ask for redelivery when the key manager is unavailable."""
+        entry = HANDLERS.get(event_type)
+        if entry is None or not isinstance(payload, dict):
             return oslo_messaging.NotificationResult.HANDLED
+        handler, job = entry
         try:
-            handle_delete(self.conf, payload)
+            handler(self.conf, payload)
         except UnavailableError as e:
             LOG.warning("image %s: key manager unavailable (%s); requeued", payload.get("id"), e)
             return oslo_messaging.NotificationResult.REQUEUE
         except ImgCryptError as e:
-            LOG.error("image %s deleted, but its key was not cleaned up: %s",
-                      payload.get("id"), e)
+            LOG.error("%s %s failed: %s", job, payload.get("id"), e)
         return oslo_messaging.NotificationResult.HANDLED
 
 
@@ -73,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     listener.start()
-    LOG.info("listening for image.delete on %s", ", ".join(conf[GROUP].listener_topics))
+    LOG.info("listening for %s on %s", ", ".join(HANDLERS),
+             ", ".join(conf[GROUP].listener_topics))
     stop.wait()
     listener.stop()
     listener.wait()

@@ -1,18 +1,19 @@
-"""The delete hook inside Glance: an oslo.messaging notifier driver.
+"""The lifecycle hooks inside Glance: an oslo.messaging notifier driver.
 
 Enabled with ``[oslo_messaging_notifications] driver = img_crypt`` (a MultiStrOpt: add a line
 ``driver = log`` or ``driver = messagingv2`` to keep the others). Glance calls it
-synchronously after each image change; it acts on ``image.delete`` only, and never raises into
-Glance. The cleanup runs on this process's :mod:`.retry_worker` threads: the user's DELETE waits
-for it at most ``[image_encryption] delete_hook_budget`` seconds, and the thread retries it
-while Barbican is unavailable; what still fails is logged, and ``img-crypt reconcile`` repairs
-it later.
+synchronously after each image change; it acts on the events of :data:`HANDLERS` (delete,
+upload, activate), and never raises into Glance. The work runs on this process's
+:mod:`.retry_worker` threads: the user's request waits for it at most ``[image_encryption]
+delete_hook_budget`` seconds, and the thread retries it while Barbican is unavailable; what
+still fails is logged, and ``img-crypt reconcile`` repairs it later.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -22,6 +23,7 @@ from img_crypt.glance import retry_worker
 from img_crypt.glance.keys import for_owner
 from img_crypt.glance.lifecycle import DELETE_EVENT, on_image_delete
 from img_crypt.glance.opts import GROUP, register_opts
+from img_crypt.glance.uploads import UPLOAD_EVENTS, on_image_upload
 
 LOG = logging.getLogger("img_crypt.glance.notifier")
 
@@ -35,10 +37,28 @@ def handle_delete(conf: cfg.ConfigOpts, payload: dict[str, Any]) -> None:
     outcome = on_image_delete(payload, lambda owner: for_owner(conf, owner),
                               service=group.consumer_service,
                               configured=[group.kek_id] if group.kek_id else [])
-    if outcome is not None:
+    for each in () if outcome is None else (outcome, *outcome.more):
         LOG.info("image %s deleted: consumer removed from key %s: %s; key deleted: %s%s",
-                 outcome.image_id, outcome.key_id, outcome.consumer_removed,
-                 outcome.key_deleted, f" ({outcome.note})" if outcome.note else "")
+                 each.image_id, each.key_id, each.consumer_removed,
+                 each.key_deleted, f" ({each.note})" if each.note else "")
+
+
+def handle_upload(conf: cfg.ConfigOpts, payload: dict[str, Any]) -> None:
+    """Register an active image on the keys it names, with the service credentials of ``conf``."""
+    done = on_image_upload(payload, lambda owner: for_owner(conf, owner),
+                           service=conf[GROUP].consumer_service)
+    if done is not None and done.registered:
+        LOG.info("image %s is a consumer of key(s) %s", done.image_id,
+                 ", ".join(done.registered))
+
+
+Handler = Callable[[cfg.ConfigOpts, dict[str, Any]], None]
+HANDLERS: dict[str, tuple[Handler, str]] = {
+    DELETE_EVENT: (handle_delete, "key cleanup of deleted image"),
+    **{event: (handle_upload, "consumer registration of stored image")
+       for event in UPLOAD_EVENTS},
+}
+"""event type -> (handler, what it does to the image, for the log and the worker's job name)."""
 
 
 class ImageDeleteDriver(notifier.Driver):  # type: ignore[misc]
@@ -49,19 +69,20 @@ class ImageDeleteDriver(notifier.Driver):  # type: ignore[misc]
         register_opts(conf)
 
     def notify(self, ctxt: Any, msg: dict[str, Any], priority: str, retry: Any) -> None:
-        """Handle one notification; only ``image.delete`` matters."""
-        if msg.get("event_type") != DELETE_EVENT:
+        """Handle one notification of :data:`HANDLERS`; others, and errors, are ignored."""
+        entry = HANDLERS.get(msg.get("event_type", ""))
+        payload = msg.get("payload")
+        if entry is None or str(priority).upper() != "INFO" or not isinstance(payload, dict):
             return
-        payload = msg.get("payload") or {}
+        handler, job = entry
         group = self.conf[GROUP]
         try:
             ticket = retry_worker.shared().submit(
-                f"key cleanup of deleted image {payload.get('id')}",
-                functools.partial(handle_delete, self.conf, payload),
+                f"{job} {payload.get('id')}",
+                functools.partial(handler, self.conf, payload),
                 retries=group.delete_hook_retries, delay=group.delete_hook_retry_delay)
             if not ticket.wait(group.delete_hook_budget):
-                LOG.info("image %s: key cleanup not done within %.1f s; it goes on in the "
-                         "background", payload.get("id"), group.delete_hook_budget)
-        except Exception:  # never break Glance's delete
-            LOG.exception("image %s deleted; the img-crypt delete hook failed",
-                          payload.get("id"))
+                LOG.info("%s %s: not done within %.1f s; it goes on in the background",
+                         job, payload.get("id"), group.delete_hook_budget)
+        except Exception:  # never break Glance
+            LOG.exception("%s %s: the img-crypt hook failed", job, payload.get("id"))

@@ -45,7 +45,14 @@ a KEK created per image, do_not_delete for the shared kek_id (which the delete h
 whatever this says).""")),
     cfg.BoolOpt("require_encryption", default=True, help=_help("""
 Refuse an import that cannot be encrypted (key manager down, key refused, ...): the image
-goes back to 'queued'. When false such an image is stored in plaintext with a warning.""")),
+goes back to 'queued'. When false such an image is stored in plaintext with a warning. With
+the img_crypt_upload paste filter and the img_crypt:upload policy check, a PUT
+/v2/images/{id}/file is also refused unless the image says it is encrypted and its data
+backs the claim.""")),
+    cfg.ListOpt("accepted_formats", default=[], help=_help("""
+With require_encryption, the os_encrypt_format values besides img-crypt-v1 and LUKSv1 that a
+PUT /v2/images/{id}/file may claim (exact, case-sensitive match). Their data is not checked:
+list only formats your clients really write.""")),
     cfg.StrOpt("container_format", default="encrypted", help=_help("""
 container_format of an encrypted image; the plaintext's is kept in
 os_decrypt_container_format and disk_format is left as it was. It must be one of

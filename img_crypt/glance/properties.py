@@ -32,6 +32,29 @@ Policy = Literal["on_image_deletion", "do_not_delete"]
 ON_IMAGE_DELETION: Policy = "on_image_deletion"
 DO_NOT_DELETE: Policy = "do_not_delete"
 
+CLIENT_FORMATS = (FORMAT_NAME, LUKS_FORMAT_NAME)
+"""``os_encrypt_format`` values an upload (``PUT /file``) may claim without further options."""
+
+
+def key_claims(properties: Mapping[str, object]) -> dict[str, Policy]:
+    """The keys an image names, each with the deletion policy that governs it.
+
+    ``os_encrypt_key_id`` (any ``os_encrypt_format``) goes with
+    ``os_encrypt_key_deletion_policy``, ``cinder_encryption_key_id`` with
+    ``cinder_encryption_key_deletion_policy``. A key named by both is deleted only when both
+    policies say so (the safe reading of a contradiction).
+    """
+    claims: dict[str, Policy] = {}
+    pairs = ((KEY_ID, DELETION_POLICY), (CINDER_KEY_ID, CINDER_DELETION_POLICY))
+    for key_name, policy_name in pairs:
+        key_id = properties.get(key_name)
+        if not isinstance(key_id, str) or not key_id.strip():
+            continue
+        policy = _policy(properties.get(policy_name))
+        claims[key_id] = DO_NOT_DELETE if claims.get(key_id) == DO_NOT_DELETE else policy
+    return claims
+
+
 def is_encrypted(properties: Mapping[str, object]) -> bool:
     """True when the image says it is encrypted: ``os_encrypt_format`` is set."""
     return properties.get(FORMAT) not in (None, "")
@@ -56,8 +79,12 @@ def deletion_policy(properties: Mapping[str, object]) -> Policy:
     ``on_image_deletion`` (Cinder's value) and ``True`` (the Glance 2025.1 spec's value) both
     mean delete; missing or any other value means do nothing, the safe choice.
     """
-    value = str(properties.get(DELETION_POLICY, "")).strip().lower()
-    return ON_IMAGE_DELETION if value in (ON_IMAGE_DELETION, "true") else DO_NOT_DELETE
+    return _policy(properties.get(DELETION_POLICY))
+
+
+def _policy(value: object) -> Policy:
+    text = str(value if value is not None else "").strip().lower()
+    return ON_IMAGE_DELETION if text in (ON_IMAGE_DELETION, "true") else DO_NOT_DELETE
 
 
 def encrypted_properties(*, header_size: int, key_id: str, policy: Policy,

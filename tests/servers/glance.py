@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import http.client
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -198,18 +199,25 @@ PASTE_SECTIONS = (
 )
 PASTE_PIPELINE = """\
 [pipeline:glance-api]
-pipeline = http_proxy_to_wsgi versionnegotiation context rootapp
+pipeline = http_proxy_to_wsgi versionnegotiation context {filters}rootapp
 """
 
 
-def paste_ini(venv: Path) -> str:
-    """The keystone-less paste file, built from the sections of Glance's installed one."""
+def paste_ini(venv: Path, filters: Mapping[str, str] | None = None) -> str:
+    """The keystone-less paste file, built from the sections of Glance's installed one.
+
+    ``filters`` (name -> ``paste.filter_factory``) go into the pipeline just before
+    ``rootapp``, where an operator puts them after keystone's ``context``.
+    """
+    filters = dict(filters or {})
     source = venv / "etc" / "glance" / "glance-api-paste.ini"
     parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     if not parser.read(source):
         raise RuntimeError(f"Glance's paste file is missing: {source}")
-    parts = [PASTE_PIPELINE]
+    parts = [PASTE_PIPELINE.format(filters="".join(f"{name} " for name in filters))]
+    parts += [f"[filter:{name}]\npaste.filter_factory = {factory}\n"
+              for name, factory in filters.items()]
     for name in PASTE_SECTIONS:
         if not parser.has_section(name):
             raise RuntimeError(f"{source} has no [{name}] section")
@@ -228,7 +236,9 @@ class RealGlance(GunicornServer):
     one ``[oslo_messaging_notifications] driver`` line per ``notification_drivers`` entry,
     ``container_formats`` to ``[image_format]``; ``extra_conf`` is appended raw to
     glance-api.conf (read after glance-image-import.conf, so it wins); ``env`` is added to the
-    server's cleaned environment. Image data lands in ``store_dir/<image id>``.
+    server's cleaned environment; ``paste_filters`` (name -> filter factory) go into the paste
+    pipeline before ``rootapp``; ``policy`` (rule name -> check string) becomes
+    ``etc/policy.yaml``, Glance's policy file. Image data lands in ``store_dir/<image id>``.
     """
 
     name = f"Glance {GLANCE_VERSION}"
@@ -242,6 +252,8 @@ class RealGlance(GunicornServer):
         container_formats: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         *,
+        paste_filters: Mapping[str, str] | None = None,
+        policy: Mapping[str, str] | None = None,
         venv: Path | None = None,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
@@ -250,6 +262,8 @@ class RealGlance(GunicornServer):
         self.extra_conf = extra_conf
         self.container_formats = None if container_formats is None else list(container_formats)
         self.env = dict(env or {})
+        self.paste_filters = dict(paste_filters or {})
+        self.policy = dict(policy or {})
         super().__init__(venv, start_timeout)
 
     # paths and addresses
@@ -293,6 +307,8 @@ class RealGlance(GunicornServer):
             paste=self.etc_dir / "glance-api-paste.ini", lock_dir=tmp / "locks",
             drivers="".join(f"driver = {d}\n" for d in self.notification_drivers),
         )
+        if self.policy:
+            text += f"\n[oslo_policy]\npolicy_file = {self.etc_dir / 'policy.yaml'}\n"
         if self.container_formats is not None:
             text += f"\n[image_format]\ncontainer_formats = {','.join(self.container_formats)}\n"
         if self.extra_conf:
@@ -308,7 +324,11 @@ class RealGlance(GunicornServer):
                      tmp / "locks", tmp / "home"):
             path.mkdir(parents=True)
         shutil.copyfile(venv / TEMPLATE_DB, tmp / "glance.sqlite")
-        (self.etc_dir / "glance-api-paste.ini").write_text(paste_ini(venv))
+        (self.etc_dir / "glance-api-paste.ini").write_text(paste_ini(venv, self.paste_filters))
+        if self.policy:
+            (self.etc_dir / "policy.yaml").write_text(
+                "".join(f"{json.dumps(rule)}: {json.dumps(check)}\n"
+                        for rule, check in self.policy.items()))
         (self.etc_dir / "glance-image-import.conf").write_text(
             f"[image_import_opts]\nimage_import_plugins = {_bracket_list(self.plugins)}\n"
         )

@@ -35,6 +35,23 @@ def start_glance(barbican_url: str, **image_encryption: str) -> RealGlance:
                       extra_conf=glance_conf(barbican_url, **image_encryption)).start()
 
 
+GUARD_FILTER = {"img_crypt_upload": "img_crypt.glance.upload_guard:filter_factory"}
+"""The paste filter an operator adds before ``rootapp`` (README, "PUT /file")."""
+UPLOAD_POLICY = {"upload_image": "(rule:context_is_admin or (role:member and "
+                                 "project_id:%(project_id)s)) and img_crypt:upload"}
+"""The policy line an operator adds to Glance's policy file (README, "PUT /file")."""
+
+
+def start_guarded_glance(barbican_url: str, *, guard: bool = True, policy: bool = True,
+                         **image_encryption: str) -> RealGlance:
+    """:func:`start_glance` with the upload paste filter and/or the upload policy line."""
+    return RealGlance(plugins=["image_encryption"], notification_drivers=["img_crypt", "log"],
+                      container_formats=CONTAINER_FORMATS,
+                      extra_conf=glance_conf(barbican_url, **image_encryption),
+                      paste_filters=GUARD_FILTER if guard else None,
+                      policy=UPLOAD_POLICY if policy else None).start()
+
+
 def plaintext(size: int) -> bytes:
     """Image-like data: a recognisable text block then random bytes."""
     marker = b"IMG-CRYPT-E2E-PLAINTEXT " * 2048
