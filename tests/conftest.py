@@ -161,3 +161,17 @@ def barbican_km(real_barbican: Any) -> BarbicanKeyManager:
     from tests.support.e2e_glance import PROJECT
 
     return connect(url=real_barbican.url, project_id=PROJECT)
+
+
+# --- a real cloud: Keystone 30, Barbican 23 (shipped default policies), Glance 33 ------------
+# real_cloud: one stack per session (per xdist worker), Glance configured with README.md's Glance
+# block (tests/servers/cloud.py). A server that cannot start fails the tests, never skips.
+
+
+@pytest.fixture(scope="session")
+def real_cloud() -> Iterator[Any]:
+    """A started ``tests.servers.cloud.Cloud`` (Keystone, Barbican and Glance on 127.0.0.1)."""
+    from tests.servers.cloud import start_cloud
+
+    with start_cloud() as cloud:
+        yield cloud

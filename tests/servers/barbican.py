@@ -23,6 +23,7 @@ from tests.servers._process import (
     clean_env,
     run,
 )
+from tests.servers.keystone import ServiceUser
 
 BARBICAN_VERSION = "23.0.0"
 REQUIREMENTS = (f"barbican=={BARBICAN_VERSION}", "gunicorn")
@@ -97,7 +98,11 @@ enabled_crypto_plugins = simple_crypto
 [simple_crypto_plugin]
 kek = {kek}
 
+"""
+
+NOAUTH_POLICY = """
 [oslo_policy]
+# noauth only: without Keystone no role implies another; the real-auth mode keeps the defaults
 enforce_new_defaults = False
 """
 
@@ -135,6 +140,19 @@ paste.filter_factory = barbican.api.middleware.context:UnauthenticatedContextMid
 paste.filter_factory = barbican.api.middleware.microversion:MicroversionMiddleware.factory
 """
 
+# keystone mode: Barbican's own keystone pipeline (authtoken, then its ContextMiddleware)
+KEYSTONE_PIPELINE = (
+    "request_id request_id_shim http_proxy_to_wsgi unauthenticated-context microversion apiapp",
+    "request_id request_id_shim http_proxy_to_wsgi authtoken context microversion apiapp",
+)
+KEYSTONE_FILTERS = """
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+
+[filter:context]
+paste.filter_factory = barbican.api.middleware.context:ContextMiddleware.factory
+"""
+
 
 class RealBarbican(GunicornServer):
     """One real Barbican API server (gunicorn, one sync worker, SQLite) on 127.0.0.1."""
@@ -142,8 +160,12 @@ class RealBarbican(GunicornServer):
     name = f"Barbican {BARBICAN_VERSION}"
     ready_path, ready_status = "/", 300
 
-    def __init__(self, venv: Path | None = None, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, venv: Path | None = None, start_timeout: float = START_TIMEOUT,
+                 keystone: ServiceUser | None = None) -> None:
+        """``keystone``: Barbican's own service user; the server then runs behind
+        keystonemiddleware with its shipped default policies (secure RBAC, scope enforced)."""
         super().__init__(venv, start_timeout)
+        self.keystone = keystone
 
     @property
     def log_file(self) -> Path:
@@ -157,16 +179,22 @@ class RealBarbican(GunicornServer):
         conf_dir = tmp / "home" / ".barbican"
         conf_dir.mkdir(parents=True)
         kek = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
-        (conf_dir / "barbican.conf").write_text(
-            BARBICAN_CONF.format(log_file=self.log_file, sqlite=tmp / "barbican.sqlite", kek=kek)
-        )
+        conf = BARBICAN_CONF.format(log_file=self.log_file, sqlite=tmp / "barbican.sqlite",
+                                    kek=kek)
+        paste = PASTE_INI
+        if self.keystone is None:
+            conf += NOAUTH_POLICY
+        else:
+            conf += "\n" + self.keystone.authtoken_conf()
+            paste = paste.replace(*KEYSTONE_PIPELINE) + KEYSTONE_FILTERS
+        (conf_dir / "barbican.conf").write_text(conf)
         # The shim must be importable as a top-level module, but tests/servers itself cannot go
         # on the server's PYTHONPATH: tests/servers/barbican.py (this file) would shadow the
         # real ``barbican`` package. So the server gets a directory holding only the shim.
         shim_dir = tmp / "pythonpath"
         shim_dir.mkdir()
         shutil.copyfile(SHIM_FILE, shim_dir / "barbican_shim.py")
-        (tmp / "barbican-api-paste.ini").write_text(PASTE_INI)
+        (tmp / "barbican-api-paste.ini").write_text(paste)
 
     def _app_args(self, venv: Path) -> list[str]:
         paste = self._dir() / "barbican-api-paste.ini"

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,6 +40,7 @@ from tests.servers._process import (
     clean_env,
     run,
 )
+from tests.servers.keystone import ServiceUser
 
 GLANCE_VERSION = "33.0.0"
 REQUIREMENTS = (f"glance=={GLANCE_VERSION}", "gunicorn")
@@ -218,6 +220,26 @@ def paste_ini(venv: Path) -> str:
     return "\n".join(parts)
 
 
+# keystone mode: Glance's own paste file (flavor keystone: authtoken, then its context) and no
+# broker; a driver messagingv2 line (the README keeps it) then goes to the in-memory transport
+KEYSTONE_EXTRA = """\
+[DEFAULT]
+transport_url = fake://
+
+"""
+
+
+def probe_status(url: str) -> int | None:
+    """The HTTP status of ``GET url`` (None when nothing answers)."""
+    with requests.Session() as session:
+        session.trust_env = False  # loopback only: no proxies from the environment
+        try:
+            with session.get(url, timeout=2) as resp:
+                return resp.status_code
+        except requests.RequestException:
+            return None
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -244,7 +266,9 @@ class RealGlance(GunicornServer):
         *,
         venv: Path | None = None,
         start_timeout: float = START_TIMEOUT,
+        keystone: ServiceUser | None = None,
     ) -> None:
+        self.keystone = keystone
         self.plugins = list(plugins)
         self.notification_drivers = list(notification_drivers)
         self.extra_conf = extra_conf
@@ -293,6 +317,9 @@ class RealGlance(GunicornServer):
             paste=self.etc_dir / "glance-api-paste.ini", lock_dir=tmp / "locks",
             drivers="".join(f"driver = {d}\n" for d in self.notification_drivers),
         )
+        if self.keystone is not None:
+            text = text.replace("[paste_deploy]\nflavor =\n", "[paste_deploy]\nflavor = keystone\n")
+            text += "\n" + KEYSTONE_EXTRA + self.keystone.authtoken_conf()
         if self.container_formats is not None:
             text += f"\n[image_format]\ncontainer_formats = {','.join(self.container_formats)}\n"
         if self.extra_conf:
@@ -308,7 +335,9 @@ class RealGlance(GunicornServer):
                      tmp / "locks", tmp / "home"):
             path.mkdir(parents=True)
         shutil.copyfile(venv / TEMPLATE_DB, tmp / "glance.sqlite")
-        (self.etc_dir / "glance-api-paste.ini").write_text(paste_ini(venv))
+        paste = venv / "etc" / "glance" / "glance-api-paste.ini"
+        (self.etc_dir / "glance-api-paste.ini").write_text(
+            paste_ini(venv) if self.keystone is None else paste.read_text())
         (self.etc_dir / "glance-image-import.conf").write_text(
             f"[image_import_opts]\nimage_import_plugins = {_bracket_list(self.plugins)}\n"
         )
@@ -322,6 +351,11 @@ class RealGlance(GunicornServer):
 
     def _ready_headers(self) -> dict[str, str]:
         return identity_headers(SERVER_PROJECT)
+
+    def _ready(self) -> bool:
+        if self.keystone is None:
+            return super()._ready()
+        return probe_status(self.url + self.ready_path) == HTTPStatus.UNAUTHORIZED
 
     def _app_args(self, venv: Path) -> list[str]:
         return ["-w", "1", "-k", "gthread", "--threads", "4", "--timeout", "120",
@@ -387,13 +421,15 @@ class GlanceClient:
 
     def __init__(
         self, url: str, project_id: str, user_id: str = "u-test",
-        roles: str = "admin,member,reader",
+        roles: str = "admin,member,reader", *, token: str | None = None,
     ) -> None:
+        """``token``: a Keystone token (a Glance behind keystonemiddleware), sent alone."""
         self.url = url.rstrip("/")
         self.project_id = project_id
         self.session = requests.Session()
         self.session.trust_env = False  # loopback only: no proxies from the environment
-        self.session.headers.update(identity_headers(project_id, user_id, roles))
+        self.session.headers.update(identity_headers(project_id, user_id, roles)
+                                    if token is None else {"X-Auth-Token": token})
 
     def close(self) -> None:
         """Close the HTTP session (open keep-alive connections delay a server's stop by ~2 s)."""

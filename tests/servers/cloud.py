@@ -1,0 +1,119 @@
+"""A small real cloud on 127.0.0.1: Keystone 30, Barbican 23 and Glance 33 with the plugin.
+
+:func:`start_cloud` starts Keystone, creates the identities, starts Barbican behind
+keystonemiddleware with its shipped default policies (secure RBAC, scope enforced: no
+``enforce_new_defaults = False``, no policy file) and Glance (flavor ``keystone``) whose
+plugin configuration is README.md's Glance block with this cloud's addresses
+(:mod:`tests.support.readme_conf`).
+
+Identities (Default domain): projects ``img-crypt-a`` and ``img-crypt-b`` with a ``member``
+user each (``alice``, ``bob``); ``service`` with ``glance`` and ``barbican`` (role
+``service``, what keystonemiddleware needs to validate tokens); an application credential of
+alice's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tests.servers.barbican import RealBarbican
+from tests.servers.glance import RealGlance
+from tests.servers.keystone import (
+    KeystoneAdmin,
+    RealKeystone,
+    ServiceUser,
+    app_credential,
+    app_credential_token,
+    password_token,
+)
+from tests.support.readme_conf import glance_block, operator_conf
+
+SERVICE_PROJECT = "service"
+GLANCE_ROLES = ("service",)
+"""The Glance service user's roles: what the README tells operators."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user with role ``member`` on one project."""
+
+    auth_url: str
+    name: str
+    password: str
+    project: str
+    project_id: str
+    user_id: str
+
+    def token(self) -> str:
+        """A fresh project-scoped token (password authentication)."""
+        return password_token(self.auth_url, self.name, self.password, self.project)[0]
+
+
+@dataclass(frozen=True)
+class AppCredential:
+    """An application credential of a :class:`Member` (same project)."""
+
+    auth_url: str
+    id: str
+    secret: str
+    owner: Member
+
+    def token(self) -> str:
+        """A fresh token from the application credential."""
+        return app_credential_token(self.auth_url, self.id, self.secret)
+
+
+@dataclass
+class Cloud:
+    """The running servers and the identities."""
+
+    keystone: RealKeystone
+    barbican: RealBarbican
+    glance: RealGlance
+    a: Member
+    b: Member
+    app_a: AppCredential
+    glance_user: ServiceUser
+    glance_conf: str
+    """The plugin part of glance-api.conf: the README block with this cloud's values."""
+
+
+def _member(admin: KeystoneAdmin, project: str, name: str) -> Member:
+    project_id = admin.project(project)
+    password = f"{name}-secret"
+    user_id = admin.user(name, password, project_id, ("member",))
+    return Member(admin.auth_url, name, password, project, project_id, user_id)
+
+
+def _service_user(admin: KeystoneAdmin, service_project: str, name: str,
+                  roles: tuple[str, ...]) -> ServiceUser:
+    password = f"{name}-service-secret"
+    admin.user(name, password, service_project, roles)
+    return ServiceUser(admin.auth_url, name, password, SERVICE_PROJECT)
+
+
+@contextlib.contextmanager
+def start_cloud() -> Iterator[Cloud]:
+    """Start the whole cloud; stop every server it started (by pid) on exit."""
+    with contextlib.ExitStack() as stack:
+        keystone = stack.enter_context(RealKeystone())
+        admin = keystone.admin()
+        stack.callback(admin.close)
+        admin.endpoint("identity", "keystone", keystone.auth_url)
+        service_project = admin.project(SERVICE_PROJECT)
+        a = _member(admin, "img-crypt-a", "alice")
+        b = _member(admin, "img-crypt-b", "bob")
+        glance_user = _service_user(admin, service_project, "glance", GLANCE_ROLES)
+        barbican_user = _service_user(admin, service_project, "barbican", ("service",))
+        cred_id, secret = app_credential(keystone.auth_url, a.user_id, a.token(), "img-crypt")
+        barbican = stack.enter_context(RealBarbican(keystone=barbican_user))
+        admin.endpoint("key-manager", "barbican", barbican.url)
+        conf = operator_conf(glance_block(), barbican_url=barbican.url,
+                             keystone_url=keystone.auth_url,
+                             glance_password=glance_user.password)
+        glance = stack.enter_context(RealGlance(notification_drivers=(), extra_conf=conf,
+                                                   keystone=glance_user))
+        yield Cloud(keystone, barbican, glance, a, b,
+                    AppCredential(keystone.auth_url, cred_id, secret, a), glance_user, conf)

@@ -1,0 +1,56 @@
+"""Helpers of the real-auth end-to-end tests: act as a Keystone user in Glance and Barbican."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from keystoneauth1.session import Session
+
+from img_crypt.glance.context_auth import ContextAuth
+from img_crypt.keys.barbican import BarbicanKeyManager
+from img_crypt.keys.base import Consumer
+from tests.servers.cloud import Cloud, Member
+from tests.servers.glance import GlanceClient
+from tests.support.e2e_glance import import_image
+
+
+def barbican_as(cloud: Cloud, token: str) -> BarbicanKeyManager:
+    """Our key manager on the cloud's Barbican with ``token`` as it is."""
+    return BarbicanKeyManager(Session(auth=ContextAuth(token, None), timeout=30),
+                              cloud.barbican.url)
+
+
+def image_consumer(image_id: str) -> Consumer:
+    """The consumer record the plugin registers for ``image_id``."""
+    return Consumer(service="image", resource_type="image", resource_id=image_id)
+
+
+@contextmanager
+def glance_as(cloud: Cloud, token: str, project_id: str) -> Iterator[GlanceClient]:
+    """A Glance client sending ``token``."""
+    with GlanceClient(cloud.glance.url, project_id, token=token) as client:
+        yield client
+
+
+def encrypted_import(cloud: Cloud, token: str, project_id: str, data: Path,
+                     **fields: Any) -> tuple[str, Any]:
+    """glance-direct import as the token's user: (image id, ImportResult)."""
+    with glance_as(cloud, token, project_id) as client:
+        return import_image(client, data, **fields)
+
+
+def use_credentials_of(monkeypatch: pytest.MonkeyPatch, user: Member) -> None:
+    """``OS_*`` variables of ``user`` (password), as a CLI user would export them."""
+    for name in [n for n in os.environ if n.startswith("OS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", os.devnull)
+    for name, value in (("AUTH_URL", user.auth_url), ("USERNAME", user.name),
+                        ("PASSWORD", user.password), ("PROJECT_NAME", user.project),
+                        ("USER_DOMAIN_NAME", "Default"), ("PROJECT_DOMAIN_NAME", "Default"),
+                        ("IDENTITY_API_VERSION", "3"), ("INTERFACE", "public")):
+        monkeypatch.setenv(f"OS_{name}", value)
