@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -19,9 +18,8 @@ from pathlib import Path
 from tests.servers._process import (
     SERVERS_DIR,
     GunicornServer,
-    base_python,
     clean_env,
-    run,
+    install_once,
 )
 from tests.servers.keystone import ServiceUser
 
@@ -36,49 +34,9 @@ SHIM_FILE = Path(__file__).resolve().with_name("barbican_shim.py")
 START_TIMEOUT = 60.0
 
 
-def _stamp_text() -> str:
-    return "\n".join((*REQUIREMENTS, base_python())) + "\n"
-
-
-def _venv_complete(venv: Path) -> bool:
-    stamp = venv / STAMP_NAME
-    try:
-        text = stamp.read_text()
-    except OSError:
-        return False
-    return (
-        text == _stamp_text()
-        and (venv / "bin" / "python").exists()
-        and (venv / "bin" / "gunicorn").exists()
-    )
-
-
 def ensure_venv() -> Path:
     """Return the Barbican virtualenv, creating it once (file lock; stamp file written last)."""
-    if _venv_complete(VENV_DIR):
-        return VENV_DIR
-    SERVERS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _venv_complete(VENV_DIR):  # another process finished it while we waited
-                return VENV_DIR
-            if VENV_DIR.exists() or VENV_DIR.is_symlink():  # a broken half-install
-                shutil.rmtree(VENV_DIR)
-            run([base_python(), "-m", "venv", str(VENV_DIR)], "creating the Barbican venv")
-            run(
-                [
-                    str(VENV_DIR / "bin" / "python"), "-m", "pip", "install",
-                    "--disable-pip-version-check", "--quiet", *REQUIREMENTS,
-                ],
-                "pip install " + " ".join(REQUIREMENTS),
-            )
-            tmp = VENV_DIR / (STAMP_NAME + ".tmp")
-            tmp.write_text(_stamp_text())
-            os.replace(tmp, VENV_DIR / STAMP_NAME)
-            return VENV_DIR
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return install_once(VENV_DIR, LOCK_FILE, REQUIREMENTS, "Barbican", STAMP_NAME)
 
 
 BARBICAN_CONF = """\

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from tests.servers.barbican import RealBarbican
 from tests.servers.glance import RealGlance
 from tests.servers.keystone import (
+    ADMIN_PASSWORD,
     KeystoneAdmin,
     RealKeystone,
     ServiceUser,
@@ -37,7 +38,7 @@ GLANCE_ROLES = ("service",)
 
 @dataclass(frozen=True)
 class Member:
-    """A user with role ``member`` on one project."""
+    """A Keystone user (Default domain) and the project its tokens are scoped to."""
 
     auth_url: str
     name: str
@@ -75,6 +76,8 @@ class Cloud:
     a: Member
     b: Member
     app_a: AppCredential
+    admin: Member
+    """Keystone's bootstrap ``admin`` (role admin on project ``admin``): a cloud admin."""
     glance_user: ServiceUser
     glance_conf: str
     """The plugin part of glance-api.conf: the README block with this cloud's values."""
@@ -85,6 +88,12 @@ def _member(admin: KeystoneAdmin, project: str, name: str) -> Member:
     password = f"{name}-secret"
     user_id = admin.user(name, password, project_id, ("member",))
     return Member(admin.auth_url, name, password, project, project_id, user_id)
+
+
+def _bootstrap_admin(auth_url: str) -> Member:
+    body = password_token(auth_url, "admin", ADMIN_PASSWORD, "admin")[1]["token"]
+    return Member(auth_url, "admin", ADMIN_PASSWORD, "admin", body["project"]["id"],
+                  body["user"]["id"])
 
 
 def _service_user(admin: KeystoneAdmin, service_project: str, name: str,
@@ -116,4 +125,5 @@ def start_cloud() -> Iterator[Cloud]:
         glance = stack.enter_context(RealGlance(notification_drivers=(), extra_conf=conf,
                                                    keystone=glance_user))
         yield Cloud(keystone, barbican, glance, a, b,
-                    AppCredential(keystone.auth_url, cred_id, secret, a), glance_user, conf)
+                    AppCredential(keystone.auth_url, cred_id, secret, a),
+                    _bootstrap_admin(keystone.auth_url), glance_user, conf)

@@ -200,13 +200,21 @@ class ServiceUser:
                 f"project_domain_name = Default\n")
 
 
+def _post(url: str, body: dict[str, Any], token: str | None = None) -> requests.Response:
+    """POST JSON on loopback (no proxies from the environment)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        headers = {} if token is None else {"X-Auth-Token": token}
+        return session.post(url, json=body, headers=headers, timeout=30)
+
+
 def password_token(auth_url: str, user: str, password: str, project: str) -> tuple[str, Any]:
     """A project-scoped token for a Default-domain user: (token, the token's JSON body)."""
-    body = {"auth": {
+    body: dict[str, Any] = {"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": user, "domain": {"id": "default"}, "password": password}}},
         "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
-    resp = requests.post(f"{auth_url}/auth/tokens", json=body, timeout=30)
+    resp = _post(f"{auth_url}/auth/tokens", body)
     resp.raise_for_status()
     return resp.headers["X-Subject-Token"], resp.json()
 
@@ -264,9 +272,8 @@ class KeystoneAdmin:
 
 def app_credential(auth_url: str, user_id: str, user_token: str, name: str) -> tuple[str, str]:
     """Create an application credential of the token's user: (id, secret)."""
-    resp = requests.post(f"{auth_url}/users/{user_id}/application_credentials",
-                         headers={"X-Auth-Token": user_token},
-                         json={"application_credential": {"name": name}}, timeout=30)
+    resp = _post(f"{auth_url}/users/{user_id}/application_credentials",
+                 {"application_credential": {"name": name}}, user_token)
     if resp.status_code != 201:
         raise RuntimeError(f"application credential: {resp.status_code} {resp.text[:500]}")
     cred = resp.json()["application_credential"]
@@ -275,9 +282,9 @@ def app_credential(auth_url: str, user_id: str, user_token: str, name: str) -> t
 
 def app_credential_token(auth_url: str, cred_id: str, secret: str) -> str:
     """A token from an application credential (scoped to its project by Keystone)."""
-    body = {"auth": {"identity": {"methods": ["application_credential"],
+    body: dict[str, Any] = {"auth": {"identity": {"methods": ["application_credential"],
                                   "application_credential": {"id": cred_id, "secret": secret}}}}
-    resp = requests.post(f"{auth_url}/auth/tokens", json=body, timeout=30)
+    resp = _post(f"{auth_url}/auth/tokens", body)
     resp.raise_for_status()
     return resp.headers["X-Subject-Token"]
 
