@@ -2,7 +2,8 @@
 
 Enabled with ``[oslo_messaging_notifications] driver = img_crypt`` (a MultiStrOpt: add a line
 ``driver = log`` or ``driver = messagingv2`` to keep the others). Glance calls it
-synchronously after each image change; it acts on ``image.delete`` only, and never raises into
+synchronously after each image change, in the thread of the request; it acts on
+``image.delete`` only, as the deleting user (see :func:`handle_delete`), and never raises into
 Glance: a failure is logged, and ``img-crypt reconcile`` repairs it later.
 """
 
