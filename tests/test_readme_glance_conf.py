@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from castellan import key_manager as castellan_key_manager
 from keystoneauth1 import loading as ks_loading
-from oslo_config import cfg
+from keystoneauth1.identity import generic
+from oslo_config import cfg, types
 
 from img_crypt.glance import opts
 from tests.support.readme_conf import glance_block, inline_comments, operator_conf
@@ -30,7 +31,7 @@ def pasted(tmp_path: Path, block: str) -> cfg.ConfigOpts:
                                   glance_password=PASSWORD))
     conf = cfg.ConfigOpts()
     conf.register_opts([cfg.ListOpt("image_import_plugins", bounds=True,  # as Glance 33 has it
-                                    item_type=cfg.types.String(quotes=True))],
+                                    item_type=types.String(quotes=True))],
                        group="image_import_opts")
     conf.register_opts([cfg.ListOpt("container_formats")], group="image_format")
     conf.register_opts([cfg.MultiStrOpt("driver", default=[])],
@@ -54,9 +55,10 @@ def test_oslo_config_reads_from_the_readme_block_what_it_shows(tmp_path: Path) -
     assert conf.barbican.barbican_endpoint == BARBICAN
     assert conf.barbican.auth_endpoint == KEYSTONE
     auth = ks_loading.load_auth_from_conf_options(conf, opts.AUTH_GROUP)
-    assert type(auth).__name__ == "Password"
-    assert (auth.auth_url, auth._username, auth._password, auth._project_name) == \
-        (KEYSTONE, "glance", PASSWORD, "service")
+    assert isinstance(auth, generic.Password)
+    loaded = vars(auth)  # what keystoneauth will send to Keystone
+    assert (auth.auth_url, loaded["_username"], loaded["_password"],
+            loaded["_project_name"]) == (KEYSTONE, "glance", PASSWORD, "service")
 
 
 # --- the checker itself -----------------------------------------------------------------------
