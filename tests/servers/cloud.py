@@ -15,6 +15,7 @@ alice's.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,6 +37,11 @@ GLANCE_ROLES = ("service",)
 """The Glance service user's roles: what the README tells operators."""
 
 
+@functools.cache
+def _cached_token(auth_url: str, name: str, password: str, project: str) -> str:
+    return password_token(auth_url, name, password, project)[0]
+
+
 @dataclass(frozen=True)
 class Member:
     """A Keystone user (Default domain) and the project its tokens are scoped to."""
@@ -48,8 +54,9 @@ class Member:
     user_id: str
 
     def token(self) -> str:
-        """A fresh project-scoped token (password authentication)."""
-        return password_token(self.auth_url, self.name, self.password, self.project)[0]
+        """A project-scoped token (password authentication), one per user and session: each
+        new token costs a validation at Keystone in every service it reaches."""
+        return _cached_token(self.auth_url, self.name, self.password, self.project)
 
 
 @dataclass(frozen=True)
