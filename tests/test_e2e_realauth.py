@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from img_crypt.errors import ForbiddenError, KeyManagerError, KeyNotFoundError
+from img_crypt.errors import ConsumerNotFoundError, ForbiddenError, KeyNotFoundError
 from tests.servers.cloud import Cloud
 from tests.servers.keystone import password_token
 from tests.support.cli import cli
 from tests.support.e2e_glance import MiB, plaintext
 from tests.support.realauth import (
+    barbican_acl,
     barbican_as,
     encrypted_import,
     glance_as,
@@ -154,13 +155,25 @@ def test_an_admin_of_another_project_deleting_the_image_leaves_key_and_consumer_
     assert f"image {image_id} deleted, but its key was not cleaned up" in log
 
 
-def test_the_service_user_alone_cannot_remove_a_consumer_a_member_registered(
-        real_cloud: Cloud, alices_image: tuple[str, str]) -> None:
-    """Why the hook acts as the deleting user: Barbican's shipped policy (cloud-use.md §5)."""
+@pytest.mark.parametrize("grant", ["role service", "role admin too", "on the key's read ACL"])
+def test_no_role_or_acl_lets_the_glance_user_remove_a_consumer_a_member_registered(
+        real_cloud: Cloud, alices_image: tuple[str, str], grant: str) -> None:
+    """Why the hook acts as the deleting user: Barbican lets only the consumer's or the
+    secret's project remove a consumer (its code, not a policy rule; cloud-use.md §5)."""
     cloud, (image_id, key_id) = real_cloud, alices_image
-    glance = cloud.glance_user
-    token = password_token(glance.auth_url, glance.name, glance.password, glance.project)[0]
-    with pytest.raises(KeyManagerError):
-        barbican_as(cloud, token).remove_consumer(key_id, image_consumer(image_id))
+    user = cloud.glance_admin if grant == "role admin too" else cloud.glance_user
+    token, body = password_token(user.auth_url, user.name, user.password, user.project)
+    acl = barbican_acl(cloud, key_id, cloud.a.token())
+    refused: tuple[type[Exception], ...] = (ForbiddenError,)  # the policy refuses
+    if grant == "on the key's read ACL":
+        acl.put(json={"read": {"users": [body["token"]["user"]["id"]]}})
+        # the policy lets it through; the ownership check answers 403, or 404 when the
+        # caller's project never stored anything in Barbican
+        refused = (ForbiddenError, ConsumerNotFoundError)
+    try:
+        with pytest.raises(refused):
+            barbican_as(cloud, token).remove_consumer(key_id, image_consumer(image_id))
+    finally:
+        acl.delete()
     assert barbican_as(cloud, cloud.a.token()).list_consumers(key_id) == \
         [image_consumer(image_id)]

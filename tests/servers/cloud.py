@@ -86,6 +86,8 @@ class Cloud:
     admin: Member
     """Keystone's bootstrap ``admin`` (role admin on project ``admin``): a cloud admin."""
     glance_user: ServiceUser
+    glance_admin: ServiceUser
+    """A Glance user with role ``admin`` too: what an operator might try (it does not help)."""
     glance_conf: str
     """The plugin part of glance-api.conf: the README block with this cloud's values."""
 
@@ -122,6 +124,8 @@ def start_cloud() -> Iterator[Cloud]:
         a = _member(admin, "img-crypt-a", "alice")
         b = _member(admin, "img-crypt-b", "bob")
         glance_user = _service_user(admin, service_project, "glance", GLANCE_ROLES)
+        glance_admin = _service_user(admin, service_project, "glance-admin",
+                                     (*GLANCE_ROLES, "admin"))
         barbican_user = _service_user(admin, service_project, "barbican", ("service",))
         cred_id, secret = app_credential(keystone.auth_url, a.user_id, a.token(), "img-crypt")
         barbican = stack.enter_context(RealBarbican(keystone=barbican_user))
@@ -133,4 +137,4 @@ def start_cloud() -> Iterator[Cloud]:
                                                    keystone=glance_user))
         yield Cloud(keystone, barbican, glance, a, b,
                     AppCredential(keystone.auth_url, cred_id, secret, a),
-                    _bootstrap_admin(keystone.auth_url), glance_user, conf)
+                    _bootstrap_admin(keystone.auth_url), glance_user, glance_admin, conf)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from keystoneauth1.session import Session
 
 from img_crypt.glance.context_auth import ContextAuth
@@ -23,6 +25,34 @@ def barbican_as(cloud: Cloud, token: str) -> BarbicanKeyManager:
     """Our key manager on the cloud's Barbican with ``token`` as it is."""
     return BarbicanKeyManager(Session(auth=ContextAuth(token, None), timeout=30),
                               cloud.barbican.url)
+
+
+@dataclass(frozen=True)
+class SecretAcl:
+    """A secret's ACL in Barbican, changed as the user of ``token``."""
+
+    url: str
+    token: str
+
+    def _call(self, method: str, json: dict[str, Any] | None = None) -> None:
+        with requests.Session() as session:
+            session.trust_env = False
+            resp = session.request(method, self.url, json=json, timeout=30,
+                                   headers={"X-Auth-Token": self.token})
+        assert resp.status_code in (200, 201, 204), f"{method} {self.url}: {resp.text}"
+
+    def put(self, json: dict[str, Any]) -> None:
+        """Replace the ACL."""
+        self._call("PUT", json)
+
+    def delete(self) -> None:
+        """Back to the default ACL."""
+        self._call("DELETE")
+
+
+def barbican_acl(cloud: Cloud, key_id: str, token: str) -> SecretAcl:
+    """The ACL of secret ``key_id``."""
+    return SecretAcl(f"{cloud.barbican.url}/v1/secrets/{key_id}/acl", token)
 
 
 def image_consumer(image_id: str) -> Consumer:
