@@ -7,6 +7,7 @@ refuses to re-scope. One stack for the module's whole session.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import pytest
 
 from img_crypt.errors import ConsumerNotFoundError, ForbiddenError, KeyNotFoundError
 from tests.servers.cloud import Cloud
+from tests.servers.glance import GlanceClient, RealGlance
 from tests.servers.keystone import password_token
 from tests.support.cli import cli
-from tests.support.e2e_glance import MiB, plaintext
+from tests.support.e2e_glance import MiB, import_image, plaintext
 from tests.support.realauth import (
     barbican_acl,
     barbican_as,
@@ -88,6 +90,25 @@ def test_a_members_import_and_delete_create_then_remove_key_and_consumer_in_thei
     with pytest.raises(KeyNotFoundError):  # the consumer went first: Barbican 1.2 refuses else
         alice.key_info(key_id)
     assert "trying the service credentials" not in cloud.glance.log_text()
+
+
+def test_with_barbican_endpoint_unset_import_and_delete_find_barbican_in_the_catalog(
+        real_cloud: Cloud, data_file: Path) -> None:
+    """The README's other choice: no ``barbican_endpoint``, the request's service catalog."""
+    cloud = real_cloud
+    conf = re.sub(r"^barbican_endpoint = .*\n", "", cloud.glance_conf, flags=re.M)
+    assert "barbican_endpoint" not in conf
+    with RealGlance(notification_drivers=(), extra_conf=conf,
+                    keystone=cloud.glance_user) as glance:
+        with GlanceClient(glance.url, cloud.a.project_id, token=cloud.a.token()) as client:
+            image_id, result = import_image(client, data_file)
+            assert result.task_status == "success", result.task_message
+            key_id = result.image["os_encrypt_key_id"]
+            alice = barbican_as(cloud, cloud.a.token())
+            assert alice.list_consumers(key_id) == [image_consumer(image_id)]
+            client.delete_image(image_id)
+        with pytest.raises(KeyNotFoundError):
+            alice.key_info(key_id)
 
 
 # --- another project --------------------------------------------------------------------------
