@@ -30,7 +30,7 @@ from tests.servers.keystone import (
     app_credential_token,
     password_token,
 )
-from tests.support.readme_conf import glance_block, operator_conf
+from tests.support.readme_conf import glance_block, inline_comments, operator_conf
 
 SERVICE_PROJECT = "service"
 GLANCE_ROLES = ("service",)
@@ -115,6 +115,11 @@ def _service_user(admin: KeystoneAdmin, service_project: str, name: str,
 @contextlib.contextmanager
 def start_cloud() -> Iterator[Cloud]:
     """Start the whole cloud; stop every server it started (by pid) on exit."""
+    block = glance_block()
+    bad = inline_comments(block)
+    if bad:
+        raise RuntimeError(f"README.md's Glance block does not paste as it is (inline "
+                           f"comments): {bad}")
     with contextlib.ExitStack() as stack:
         keystone = stack.enter_context(RealKeystone())
         admin = keystone.admin()
@@ -130,7 +135,7 @@ def start_cloud() -> Iterator[Cloud]:
         cred_id, secret = app_credential(keystone.auth_url, a.user_id, a.token(), "img-crypt")
         barbican = stack.enter_context(RealBarbican(keystone=barbican_user))
         admin.endpoint("key-manager", "barbican", barbican.url)
-        conf = operator_conf(glance_block(), barbican_url=barbican.url,
+        conf = operator_conf(block, barbican_url=barbican.url,
                              keystone_url=keystone.auth_url,
                              glance_password=glance_user.password)
         glance = stack.enter_context(RealGlance(notification_drivers=(), extra_conf=conf,
