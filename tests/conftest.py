@@ -190,3 +190,17 @@ def own_retry_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     monkeypatch.setattr(retry_worker, "shared", lambda: worker)
     yield worker
     worker.stop(timeout=10)
+
+
+# --- a real cloud: Keystone 30, Barbican 23 (shipped default policies), Glance 33 ------------
+# real_cloud: one stack per session (per xdist worker), Glance configured with README.md's Glance
+# block (tests/servers/cloud.py). A server that cannot start fails the tests, never skips.
+
+
+@pytest.fixture(scope="session")
+def real_cloud() -> Iterator[Any]:
+    """A started ``tests.servers.cloud.Cloud`` (Keystone, Barbican and Glance on 127.0.0.1)."""
+    from tests.servers.cloud import start_cloud
+
+    with start_cloud() as cloud:
+        yield cloud

@@ -298,7 +298,7 @@ def test_the_notifier_driver_holds_glance_no_longer_than_its_budget(
     """A cleanup that hangs goes on in the background; Glance's DELETE is not held."""
     release, finished = threading.Event(), threading.Event()
 
-    def hanging_cleanup(conf: cfg.ConfigOpts, payload: dict[str, Any]) -> None:
+    def hanging_cleanup(conf: cfg.ConfigOpts, payload: dict[str, Any], context: Any) -> None:
         release.wait(10)
         finished.set()
 

@@ -4,10 +4,11 @@ Both return our :class:`~img_crypt.keys.barbican.BarbicanKeyManager`, so every B
 handled the same way as in the CLI (consumers over REST where python-barbicanclient refuses
 them); only the way to authenticate differs:
 
-- :func:`for_request` (the import plugin): the importing user's token as it is, at the endpoint
-  the ``[barbican]`` options or the request's service catalog name (:mod:`.context_auth`).
-- :func:`for_owner` (the delete hook, the listener): the ``[image_encryption_auth]`` service
-  credentials, since notifications carry no user token.
+- :func:`for_request` (the import plugin, and the in-Glance delete hook acting as the deleting
+  user): the request's token as it is, at the endpoint the ``[barbican]`` options or the
+  request's service catalog name (:mod:`.context_auth`).
+- :func:`for_owner` (the listener, and the delete hook's fallback): the
+  ``[image_encryption_auth]`` service credentials, since notifications carry no user token.
 
 With ``[image_encryption] key_manager_auth = noauth`` (no Keystone) both send the image owner's
 project in ``X-Project-Id`` to ``[barbican] barbican_endpoint``.

@@ -43,7 +43,7 @@ class DeleteEndpoint:
             return oslo_messaging.NotificationResult.HANDLED
         handler, job = entry
         try:
-            handler(self.conf, payload)
+            handler(self.conf, payload, None)  # no user token: the service credentials
         except UnavailableError as e:
             LOG.warning("image %s: key manager unavailable (%s); requeued", payload.get("id"), e)
             return oslo_messaging.NotificationResult.REQUEUE

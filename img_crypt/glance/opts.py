@@ -1,8 +1,8 @@
 """oslo.config options of the Glance integration, and ``list_opts`` for oslo-config-generator.
 
 ``[image_encryption]`` configures the import plugin, the delete hook and the listener;
-``[image_encryption_auth]`` holds the service credentials (keystoneauth loading) the delete
-hook and ``img-crypt reconcile`` use, since Glance's notifications carry no user token.
+``[image_encryption_auth]`` holds the service credentials (keystoneauth loading) the listener
+and the delete hook fall back to when they have no user token Barbican accepts.
 """
 
 from __future__ import annotations
@@ -67,12 +67,13 @@ resource_id the image id). The img-crypt CLI uses the same default.""")),
 On a Barbican without the secret-consumer API (Train or older): 'required' refuses to
 encrypt, 'best_effort' encrypts without registering the image as a consumer.""")),
     cfg.StrOpt("key_manager_auth", default="context", choices=(
-        ("context", "the user's request context (castellan); service credentials for deletes"),
+        ("context", "the user's request context: the importing or deleting user's token"),
         ("noauth", "no Keystone: X-Project-Id of the image owner")), help=_help("""
-How the plugin reaches Barbican. 'context': as castellan does, with the importing user's
-request context ([key_manager] and [barbican] options), and the delete hook with the
-[image_encryption_auth] service credentials. 'noauth': deployments without Keystone; both
-send X-Project-Id (the image owner) to [barbican] barbican_endpoint.""")),
+How the plugin reaches Barbican. 'context': with the token of the request as it is
+([key_manager] and [barbican] options): the importing user's, and in the delete hook the
+deleting user's; the [image_encryption_auth] service credentials only when there is no such
+token (img-crypt-listener) or Barbican refuses it. 'noauth': deployments without Keystone;
+both send X-Project-Id (the image owner) to [barbican] barbican_endpoint.""")),
     cfg.FloatOpt("timeout", default=30.0, min=1.0, help=_help("""
 Seconds to wait for one Barbican request.""")),
     cfg.FloatOpt("delete_hook_budget", default=2.0, min=0.0, help=_help("""

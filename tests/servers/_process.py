@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import fcntl
 import http.client
 import os
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -140,6 +141,11 @@ class GunicornServer(abc.ABC):
     def _ready_headers(self) -> dict[str, str]:
         return {}
 
+    def _command(self, venv: Path, port: int) -> list[str]:
+        """The command line: gunicorn bound to ``port``, then :meth:`_app_args`."""
+        return [str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{port}",
+                *self._app_args(venv)]
+
     @property
     @abc.abstractmethod
     def log_file(self) -> Path:
@@ -208,8 +214,7 @@ class GunicornServer(abc.ABC):
         """One attempt: True when ready, False when the process exited first."""
         tmp = self._dir()
         self.port = free_port()
-        cmd = [str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{self.port}",
-               *self._app_args(venv)]
+        cmd = self._command(venv, self.port)
         began = time.monotonic()
         with open(self.stderr_file, "ab") as err, open(tmp / "gunicorn.stdout", "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -236,3 +241,40 @@ class GunicornServer(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def install_once(venv: Path, lock_file: Path, requirements: Sequence[str], what: str,
+                 stamp_name: str = ".img-crypt-install-complete") -> Path:
+    """Create ``venv`` with ``requirements`` once (file lock; stamp file written last).
+
+    A venv whose stamp differs (other requirements, another base interpreter) or that lacks
+    the stamp (a broken half-install) is rebuilt.
+    """
+    stamp = "\n".join((*requirements, base_python())) + "\n"
+
+    def complete() -> bool:
+        try:
+            return (venv / stamp_name).read_text() == stamp and (venv / "bin" / "python").exists()
+        except OSError:
+            return False
+
+    if complete():
+        return venv
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if complete():  # another process finished it while we waited
+                return venv
+            if venv.exists() or venv.is_symlink():
+                shutil.rmtree(venv)
+            run([base_python(), "-m", "venv", str(venv)], f"creating the {what} venv")
+            run([str(venv / "bin" / "python"), "-m", "pip", "install",
+                 "--disable-pip-version-check", "--quiet", *requirements],
+                "pip install " + " ".join(requirements))
+            tmp = venv / (stamp_name + ".tmp")
+            tmp.write_text(stamp)
+            os.replace(tmp, venv / stamp_name)
+            return venv
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

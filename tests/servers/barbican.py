@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -19,10 +18,10 @@ from pathlib import Path
 from tests.servers._process import (
     SERVERS_DIR,
     GunicornServer,
-    base_python,
     clean_env,
-    run,
+    install_once,
 )
+from tests.servers.keystone import ServiceUser
 
 BARBICAN_VERSION = "23.0.0"
 REQUIREMENTS = (f"barbican=={BARBICAN_VERSION}", "gunicorn")
@@ -35,49 +34,9 @@ SHIM_FILE = Path(__file__).resolve().with_name("barbican_shim.py")
 START_TIMEOUT = 60.0
 
 
-def _stamp_text() -> str:
-    return "\n".join((*REQUIREMENTS, base_python())) + "\n"
-
-
-def _venv_complete(venv: Path) -> bool:
-    stamp = venv / STAMP_NAME
-    try:
-        text = stamp.read_text()
-    except OSError:
-        return False
-    return (
-        text == _stamp_text()
-        and (venv / "bin" / "python").exists()
-        and (venv / "bin" / "gunicorn").exists()
-    )
-
-
 def ensure_venv() -> Path:
     """Return the Barbican virtualenv, creating it once (file lock; stamp file written last)."""
-    if _venv_complete(VENV_DIR):
-        return VENV_DIR
-    SERVERS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _venv_complete(VENV_DIR):  # another process finished it while we waited
-                return VENV_DIR
-            if VENV_DIR.exists() or VENV_DIR.is_symlink():  # a broken half-install
-                shutil.rmtree(VENV_DIR)
-            run([base_python(), "-m", "venv", str(VENV_DIR)], "creating the Barbican venv")
-            run(
-                [
-                    str(VENV_DIR / "bin" / "python"), "-m", "pip", "install",
-                    "--disable-pip-version-check", "--quiet", *REQUIREMENTS,
-                ],
-                "pip install " + " ".join(REQUIREMENTS),
-            )
-            tmp = VENV_DIR / (STAMP_NAME + ".tmp")
-            tmp.write_text(_stamp_text())
-            os.replace(tmp, VENV_DIR / STAMP_NAME)
-            return VENV_DIR
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return install_once(VENV_DIR, LOCK_FILE, REQUIREMENTS, "Barbican", STAMP_NAME)
 
 
 BARBICAN_CONF = """\
@@ -97,7 +56,11 @@ enabled_crypto_plugins = simple_crypto
 [simple_crypto_plugin]
 kek = {kek}
 
+"""
+
+NOAUTH_POLICY = """
 [oslo_policy]
+# noauth only: without Keystone no role implies another; the real-auth mode keeps the defaults
 enforce_new_defaults = False
 """
 
@@ -135,6 +98,19 @@ paste.filter_factory = barbican.api.middleware.context:UnauthenticatedContextMid
 paste.filter_factory = barbican.api.middleware.microversion:MicroversionMiddleware.factory
 """
 
+# keystone mode: Barbican's own keystone pipeline (authtoken, then its ContextMiddleware)
+KEYSTONE_PIPELINE = (
+    "request_id request_id_shim http_proxy_to_wsgi unauthenticated-context microversion apiapp",
+    "request_id request_id_shim http_proxy_to_wsgi authtoken context microversion apiapp",
+)
+KEYSTONE_FILTERS = """
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+
+[filter:context]
+paste.filter_factory = barbican.api.middleware.context:ContextMiddleware.factory
+"""
+
 
 class RealBarbican(GunicornServer):
     """One real Barbican API server (gunicorn, one sync worker, SQLite) on 127.0.0.1."""
@@ -142,8 +118,12 @@ class RealBarbican(GunicornServer):
     name = f"Barbican {BARBICAN_VERSION}"
     ready_path, ready_status = "/", 300
 
-    def __init__(self, venv: Path | None = None, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, venv: Path | None = None, start_timeout: float = START_TIMEOUT,
+                 keystone: ServiceUser | None = None) -> None:
+        """``keystone``: Barbican's own service user; the server then runs behind
+        keystonemiddleware with its shipped default policies (secure RBAC, scope enforced)."""
         super().__init__(venv, start_timeout)
+        self.keystone = keystone
 
     @property
     def log_file(self) -> Path:
@@ -157,16 +137,22 @@ class RealBarbican(GunicornServer):
         conf_dir = tmp / "home" / ".barbican"
         conf_dir.mkdir(parents=True)
         kek = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
-        (conf_dir / "barbican.conf").write_text(
-            BARBICAN_CONF.format(log_file=self.log_file, sqlite=tmp / "barbican.sqlite", kek=kek)
-        )
+        conf = BARBICAN_CONF.format(log_file=self.log_file, sqlite=tmp / "barbican.sqlite",
+                                    kek=kek)
+        paste = PASTE_INI
+        if self.keystone is None:
+            conf += NOAUTH_POLICY
+        else:
+            conf += "\n" + self.keystone.authtoken_conf()
+            paste = paste.replace(*KEYSTONE_PIPELINE) + KEYSTONE_FILTERS
+        (conf_dir / "barbican.conf").write_text(conf)
         # The shim must be importable as a top-level module, but tests/servers itself cannot go
         # on the server's PYTHONPATH: tests/servers/barbican.py (this file) would shadow the
         # real ``barbican`` package. So the server gets a directory holding only the shim.
         shim_dir = tmp / "pythonpath"
         shim_dir.mkdir()
         shutil.copyfile(SHIM_FILE, shim_dir / "barbican_shim.py")
-        (tmp / "barbican-api-paste.ini").write_text(PASTE_INI)
+        (tmp / "barbican-api-paste.ini").write_text(paste)
 
     def _app_args(self, venv: Path) -> list[str]:
         paste = self._dir() / "barbican-api-paste.ini"

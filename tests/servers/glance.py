@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,7 @@ from tests.servers._process import (
     clean_env,
     run,
 )
+from tests.servers.keystone import ServiceUser
 
 GLANCE_VERSION = "33.0.0"
 REQUIREMENTS = (f"glance=={GLANCE_VERSION}", "gunicorn")
@@ -226,6 +228,43 @@ def paste_ini(venv: Path, filters: Mapping[str, str] | None = None) -> str:
     return "\n".join(parts)
 
 
+def keystone_paste_ini(venv: Path, filters: Mapping[str, str] | None = None) -> str:
+    """Glance's installed paste file as it is, ``filters`` added after keystone's ``context``.
+
+    That is the edit the README tells operators to make for the upload guard.
+    """
+    filters = dict(filters or {})
+    text = (venv / "etc" / "glance" / "glance-api-paste.ini").read_text()
+    if not filters:
+        return text
+    pipeline = "authtoken context rootapp\n"
+    if pipeline not in text:
+        raise RuntimeError(f"Glance's keystone pipeline has changed: no {pipeline!r}")
+    text = text.replace(pipeline, f"authtoken context {' '.join(filters)} rootapp\n", 1)
+    return text + "".join(f"\n[filter:{name}]\npaste.filter_factory = {factory}\n"
+                          for name, factory in filters.items())
+
+
+# keystone mode: Glance's own paste file (flavor keystone: authtoken, then its context) and no
+# broker; a driver messagingv2 line (the README keeps it) then goes to the in-memory transport
+KEYSTONE_EXTRA = """\
+[DEFAULT]
+transport_url = fake://
+
+"""
+
+
+def probe_status(url: str) -> int | None:
+    """The HTTP status of ``GET url`` (None when nothing answers)."""
+    with requests.Session() as session:
+        session.trust_env = False  # loopback only: no proxies from the environment
+        try:
+            with session.get(url, timeout=2) as resp:
+                return resp.status_code
+        except requests.RequestException:
+            return None
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -256,7 +295,9 @@ class RealGlance(GunicornServer):
         policy: Mapping[str, str] | None = None,
         venv: Path | None = None,
         start_timeout: float = START_TIMEOUT,
+        keystone: ServiceUser | None = None,
     ) -> None:
+        self.keystone = keystone
         self.plugins = list(plugins)
         self.notification_drivers = list(notification_drivers)
         self.extra_conf = extra_conf
@@ -309,6 +350,9 @@ class RealGlance(GunicornServer):
         )
         if self.policy:
             text += f"\n[oslo_policy]\npolicy_file = {self.etc_dir / 'policy.yaml'}\n"
+        if self.keystone is not None:
+            text = text.replace("[paste_deploy]\nflavor =\n", "[paste_deploy]\nflavor = keystone\n")
+            text += "\n" + KEYSTONE_EXTRA + self.keystone.authtoken_conf()
         if self.container_formats is not None:
             text += f"\n[image_format]\ncontainer_formats = {','.join(self.container_formats)}\n"
         if self.extra_conf:
@@ -324,7 +368,9 @@ class RealGlance(GunicornServer):
                      tmp / "locks", tmp / "home"):
             path.mkdir(parents=True)
         shutil.copyfile(venv / TEMPLATE_DB, tmp / "glance.sqlite")
-        (self.etc_dir / "glance-api-paste.ini").write_text(paste_ini(venv, self.paste_filters))
+        (self.etc_dir / "glance-api-paste.ini").write_text(
+            paste_ini(venv, self.paste_filters) if self.keystone is None
+            else keystone_paste_ini(venv, self.paste_filters))
         if self.policy:
             (self.etc_dir / "policy.yaml").write_text(
                 "".join(f"{json.dumps(rule)}: {json.dumps(check)}\n"
@@ -342,6 +388,11 @@ class RealGlance(GunicornServer):
 
     def _ready_headers(self) -> dict[str, str]:
         return identity_headers(SERVER_PROJECT)
+
+    def _ready(self) -> bool:
+        if self.keystone is None:
+            return super()._ready()
+        return probe_status(self.url + self.ready_path) == HTTPStatus.UNAUTHORIZED
 
     def _app_args(self, venv: Path) -> list[str]:
         return ["-w", "1", "-k", "gthread", "--threads", "4", "--timeout", "120",
@@ -407,13 +458,15 @@ class GlanceClient:
 
     def __init__(
         self, url: str, project_id: str, user_id: str = "u-test",
-        roles: str = "admin,member,reader",
+        roles: str = "admin,member,reader", *, token: str | None = None,
     ) -> None:
+        """``token``: a Keystone token (a Glance behind keystonemiddleware), sent alone."""
         self.url = url.rstrip("/")
         self.project_id = project_id
         self.session = requests.Session()
         self.session.trust_env = False  # loopback only: no proxies from the environment
-        self.session.headers.update(identity_headers(project_id, user_id, roles))
+        self.session.headers.update(identity_headers(project_id, user_id, roles)
+                                    if token is None else {"X-Auth-Token": token})
 
     def close(self) -> None:
         """Close the HTTP session (open keep-alive connections delay a server's stop by ~2 s)."""
