@@ -121,13 +121,13 @@ class Chunks:
         final = size < len(data)
         count = size // self.in_chunk + final
         job.done, job.failed = 0, False
-        if final and not self._encrypt and size % CT_CHUNK < TAG:
-            count -= 1  # no final chunk (cut at a boundary or inside a tag): verify the rest
-            job.failed = True
         for k in range(count):
             start = k * self.in_chunk
             piece = data[start:min(start + self.in_chunk, size)]
             length = len(piece) + TAG if self._encrypt else len(piece) - TAG
+            if length < 0:  # no final chunk: the payload was cut at a boundary or in a tag
+                job.failed = True
+                return
             try:
                 self._op(chunk_nonce(self._base, job.first + k), piece, None,
                          out[job.done:job.done + length])

@@ -83,10 +83,13 @@ def _inflight(workers: int) -> int:
 
 
 def encrypt(suite: Suite, key: bytes, context: bytes, source: Source | RegularFile,
-            sink: Writable, *, workers: int, read_size: int,
-            progress: Progress | None) -> tuple[int, int]:
-    """Write the payload of ``source``; return (plaintext bytes, payload bytes)."""
-    salt = os.urandom(SALT)
+            sink: Writable, *, workers: int, read_size: int, progress: Progress | None = None,
+            salt: bytes | None = None) -> tuple[int, int]:
+    """Write the payload of ``source``; return (plaintext bytes, payload bytes).
+
+    ``salt`` is drawn at random; tests inject one (a seam: production never passes it).
+    """
+    salt = os.urandom(SALT) if salt is None else salt
     derived = derive(suite, key, salt, context)
     write_all(sink, salt + derived.commitment)
     reader: Reader = StreamReader(source.views()) if isinstance(source, Source) \
@@ -101,7 +104,7 @@ def encrypt(suite: Suite, key: bytes, context: bytes, source: Source | RegularFi
 
 def decrypt(suite: Suite, key: bytes, context: bytes, source: Source | RegularFile,
             sink: Writable, *, workers: int, read_size: int,
-            progress: Progress | None) -> tuple[int, int]:
+            progress: Progress | None = None) -> tuple[int, int]:
     """Write the plaintext of the payload ``source``; return (plaintext bytes, payload bytes).
 
     The commitment is checked before any chunk is read.
