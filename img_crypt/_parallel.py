@@ -26,7 +26,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from img_crypt._cobblestone import CHUNK, CT_CHUNK, TAG, Derived, chunk_nonce
+from img_crypt._cobblestone import CHUNK, CT_CHUNK, NONCE, TAG, Derived
 from img_crypt._io import Writable, write_all
 from img_crypt.errors import AuthenticationError
 
@@ -105,7 +105,7 @@ class Chunks:
     def __init__(self, derived: Derived, *, encrypt: bool, per_job: int) -> None:
         aead = AESGCM(derived.aead_key)
         self._op = aead.encrypt_into if encrypt else aead.decrypt_into
-        self._base = derived.base_nonce
+        self._base = int.from_bytes(derived.base_nonce, "big")
         self._encrypt = encrypt
         self.in_chunk, self.out_chunk = (CHUNK, CT_CHUNK) if encrypt else (CT_CHUNK, CHUNK)
         self.per_job = per_job
@@ -121,20 +121,22 @@ class Chunks:
         final = size < len(data)
         count = size // self.in_chunk + final
         job.done, job.failed = 0, False
+        op, step, base, done = self._op, self.in_chunk, self._base, 0
         for k in range(count):
-            start = k * self.in_chunk
-            piece = data[start:min(start + self.in_chunk, size)]
+            piece = data[k * step:min((k + 1) * step, size)]
             length = len(piece) + TAG if self._encrypt else len(piece) - TAG
             if length < 0:  # no final chunk: the payload was cut at a boundary or in a tag
-                job.failed = True
-                return
-            try:
-                self._op(chunk_nonce(self._base, job.first + k), piece, None,
-                         out[job.done:job.done + length])
+                break
+            try:  # the nonce is base_nonce XOR uint96be(index), FORMAT.md section 6
+                op((base ^ (job.first + k)).to_bytes(NONCE, "big"), piece, None,
+                   out[done:done + length])
             except InvalidTag:
-                job.failed = True
-                return
-            job.done += length
+                break
+            done += length
+        else:
+            job.done = done
+            return
+        job.done, job.failed = done, True
 
 
 class _Pool:
