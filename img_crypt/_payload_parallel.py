@@ -12,14 +12,15 @@ import hmac
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from img_crypt import _parallel
 from img_crypt._cobblestone import CHUNK, CT_CHUNK, PREFIX, SALT, Suite, derive
 from img_crypt._io import Source, Writable, write_all
-from img_crypt._parallel import Chunks, FileReader, Progress, Reader, StreamReader
 from img_crypt._prefetch import is_regular_file
 from img_crypt.errors import AuthenticationError, InvalidValueError
+
+if TYPE_CHECKING:  # the engine is imported when a pool runs: inspect and --range never need it
+    from img_crypt._parallel import FileReader, Progress, Reader
 
 DEFAULT_MAX_THREADS = 8
 """The default never exceeds this many workers (memory stays flat on large hosts)."""
@@ -63,6 +64,8 @@ class RegularFile:
 
     def reader(self, skip: int = 0) -> FileReader:
         """Read the file by offset from ``base + skip``."""
+        from img_crypt._parallel import FileReader
+
         return FileReader(self.fd, self.base + skip)
 
 
@@ -89,12 +92,14 @@ def encrypt(suite: Suite, key: bytes, context: bytes, source: Source | RegularFi
 
     ``salt`` is drawn at random; tests inject one (a seam: production never passes it).
     """
+    from img_crypt import _parallel
+
     salt = os.urandom(SALT) if salt is None else salt
     derived = derive(suite, key, salt, context)
     write_all(sink, salt + derived.commitment)
-    reader: Reader = StreamReader(source.views()) if isinstance(source, Source) \
+    reader: Reader = _parallel.StreamReader(source.views()) if isinstance(source, Source) \
         else source.reader()
-    chunks = Chunks(derived, encrypt=True, per_job=max(1, read_size // CHUNK))
+    chunks = _parallel.Chunks(derived, encrypt=True, per_job=max(1, read_size // CHUNK))
     read, written = _parallel.run(chunks, reader, sink, workers=workers,
                                   inflight=_inflight(workers), progress=progress)
     if isinstance(source, RegularFile):
@@ -109,9 +114,11 @@ def decrypt(suite: Suite, key: bytes, context: bytes, source: Source | RegularFi
 
     The commitment is checked before any chunk is read.
     """
+    from img_crypt import _parallel
+
     if isinstance(source, Source):
         prefix = source.read_exact(PREFIX)
-        reader: Reader = StreamReader(source.views())
+        reader: Reader = _parallel.StreamReader(source.views())
     else:
         buf = bytearray(PREFIX)
         prefix = bytes(buf[:source.reader().fill(memoryview(buf), 0)])
@@ -121,7 +128,7 @@ def decrypt(suite: Suite, key: bytes, context: bytes, source: Source | RegularFi
     derived = derive(suite, key, prefix[:SALT], context)
     if not hmac.compare_digest(derived.commitment, prefix[SALT:]):
         raise AuthenticationError()
-    chunks = Chunks(derived, encrypt=False, per_job=max(1, read_size // CT_CHUNK))
+    chunks = _parallel.Chunks(derived, encrypt=False, per_job=max(1, read_size // CT_CHUNK))
     read, written = _parallel.run(chunks, reader, sink, workers=workers,
                                   inflight=_inflight(workers), progress=progress)
     if isinstance(source, RegularFile):
