@@ -85,14 +85,14 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
     write_all(sink, raw)
     suite, context = SUITES[header.suite], _context(header)
     if workers > 1:
-        file = _payload_parallel.regular_file(source)
+        file = _payload_parallel.regular_file(source)  # read by offset from the workers
         with Source(b"" if file else source, read_size) as src:
             plain, payload = _payload_parallel.encrypt(
                 suite, dek, context, file or src, sink, workers=workers, read_size=read_size,
                 progress=progress)
         return Summary(header, len(raw), plain, payload)
     with Source(source, read_size) as src:
-        cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
+        cipher = PayloadEncryptor(suite, dek, context)
         payload = _pump(src, cipher, encrypt_buffer_size(read_size), sink, progress)
     return Summary(header, len(raw), src.consumed, payload)
 
