@@ -1,10 +1,11 @@
 """img-crypt against its ceilings and its peers, on the same input files, in one run.
 
 For every run, and in it for every input size, each tool runs once, in the same order
-(interleaved, so drift on a shared machine hits every tool alike): ``openssl speed -evp
-aes-256-gcm`` and cryptography's ``AESGCM`` at 16 KiB and 1 MiB (once per run, the ceilings),
-``cp`` and ``cat`` of the input,
-``img-crypt`` (the command), the library call alone, Tink's streaming AEAD, ``age`` and
+(interleaved, so drift on a shared machine hits every tool alike): cryptography's ``AESGCM``
+on one core at 16 KiB and 1 MiB (once per run, the ceilings the targets use) and ``openssl
+speed -evp aes-256-gcm`` (information), ``cp`` and ``cat`` of the input,
+``img-crypt`` (the command), the library call alone (on its default threads, and on one thread
+for the parallel efficiency), Tink's streaming AEAD, ``age`` and
 ``gpg --symmetric``: each encrypts the input to a file and to /dev/null and decrypts its
 ciphertext to a file (SHA-256 checked against the input, untimed) and to /dev/null. On the
 largest input img-crypt also decrypts its last 1 MiB (``--range``). Every timed command is a
@@ -151,14 +152,17 @@ class Runner:
 
 
 def machine(load_before: str) -> Row:
-    """CPU, cores, kernel, Python, load."""
+    """CPU, cores, the library's default threads, kernel, Python, load."""
     cpu = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+    from img_crypt._payload_parallel import default_threads, usable_cores
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(),
+            "threads": default_threads(), "kernel": platform.release(),
             "platform": platform.platform(), "python": platform.python_version(),
             "load_before": load_before, "load_after": loadavg()}
 
@@ -177,7 +181,7 @@ def versions(tools: Sequence[_tools.Tool], skipped: dict[str, str]) -> Row:
                 "OpenSSL in cryptography": _tools.bundled_openssl_version().split(" ")[1],
                 "openssl command": _tools.openssl_version() or "not installed"}
     for tool in tools:
-        if tool.name != _report.LIB:
+        if not isinstance(tool, _tools.ImgCryptLibrary):
             out[tool.name] = "not installed" if tool.name in skipped else tool.version()
     out["coreutils"] = _tools.first_line(["cp", "--version"]).rsplit(" ", 1)[-1]
     return out

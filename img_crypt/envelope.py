@@ -6,13 +6,14 @@ KEKs in, and a :data:`KekLookup` that maps a slot's (kind, key id) to KEK bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from img_crypt import _cobblestone, _keyslots
+from img_crypt import _cobblestone, _keyslots, _payload_parallel
 from img_crypt._io import DEFAULT_READ_SIZE, Input, Source, Writable, write_all
 from img_crypt._keyslots import Kek, KekLookup
 from img_crypt._payload import (
@@ -71,14 +72,27 @@ def _context(header: Header) -> bytes:
 
 def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
             image_id: uuid.UUID | None = None, read_size: int = DEFAULT_READ_SIZE,
-            progress: Progress | None = None) -> Summary:
-    """Encrypt ``source`` into ``sink`` under a fresh DEK wrapped by every KEK in ``keks``."""
+            progress: Progress | None = None, threads: int | None = None) -> Summary:
+    """Encrypt ``source`` into ``sink`` under a fresh DEK wrapped by every KEK in ``keks``.
+
+    ``threads`` workers cipher chunks in parallel (default: the usable cores, at most 8); 1 is
+    the one-thread streaming path. The bytes are the same either way (for the same salt).
+    """
+    workers = _payload_parallel.workers(threads)
     dek = os.urandom(DEK_SIZE)
     header = _keyslots.seal(dek, image_id, keks)
     raw = header.encode()
     write_all(sink, raw)
+    suite, context = SUITES[header.suite], _context(header)
+    if workers > 1:
+        file = _payload_parallel.regular_file(source)  # read by offset from the workers
+        with Source(b"" if file else source, read_size) as src:
+            plain, payload = _payload_parallel.encrypt(
+                suite, dek, context, file or src, sink, workers=workers, read_size=read_size,
+                progress=progress)
+        return Summary(header, len(raw), plain, payload)
     with Source(source, read_size) as src:
-        cipher = PayloadEncryptor(SUITES[header.suite], dek, _context(header))
+        cipher = PayloadEncryptor(suite, dek, context)
         payload = _pump(src, cipher, encrypt_buffer_size(read_size), sink, progress)
     return Summary(header, len(raw), src.consumed, payload)
 
@@ -106,12 +120,17 @@ def _pump(src: Source, cipher: PayloadEncryptor | PayloadDecryptor, out_size: in
 
 def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
             image_id: uuid.UUID | None = None, read_size: int = DEFAULT_READ_SIZE,
-            progress: Progress | None = None) -> Summary:
+            progress: Progress | None = None, threads: int | None = None) -> Summary:
     """Decrypt ``source`` into ``sink``; only authenticated plaintext ever reaches ``sink``.
 
-    Plaintext is released chunk by chunk; only a normal return proves the payload was not
-    truncated, so a caller writing to a file publishes it only then.
+    Plaintext is released chunk by chunk, in order; only a normal return proves the payload
+    was not truncated, so a caller writing to a file publishes it only then. ``threads`` as
+    for :func:`encrypt`.
     """
+    workers = _payload_parallel.workers(threads)
+    if workers > 1:
+        return _decrypt_parallel(source, sink, lookup, image_id=image_id, read_size=read_size,
+                                 progress=progress, workers=workers)
     with Source(source, read_size) as src:
         header, raw = _read_header(src)
         _check_binding(header, image_id)
@@ -119,6 +138,25 @@ def decrypt(source: Input, sink: Writable, lookup: KekLookup, *,
         cipher = PayloadDecryptor(SUITES[header.suite], dek, _context(header))
         plain = _pump(src, cipher, decrypt_buffer_size(read_size), sink, progress)
     return Summary(header, len(raw), plain, src.consumed - len(raw))
+
+
+def _decrypt_parallel(source: Input, sink: Writable, lookup: KekLookup, *,
+                      image_id: uuid.UUID | None, read_size: int, progress: Progress | None,
+                      workers: int) -> Summary:
+    """:func:`decrypt` on ``workers`` threads.
+
+    A regular file's header is read without read-ahead, then its payload by offset.
+    """
+    file = _payload_parallel.regular_file(source)
+    with Source(_Exact(file.stream) if file else source, read_size) as src:
+        header, raw = _read_header(src)
+        _check_binding(header, image_id)
+        dek = _keyslots.open_dek(header, raw, lookup)
+        payload = dataclasses.replace(file, base=file.base + len(raw)) if file else src
+        plain, size = _payload_parallel.decrypt(
+            SUITES[header.suite], dek, _context(header), payload, sink, workers=workers,
+            read_size=read_size, progress=progress)
+    return Summary(header, len(raw), plain, size)
 
 
 def decrypt_range(file: BinaryIO, sink: Writable, lookup: KekLookup, start: int,

@@ -141,6 +141,16 @@ def test_run_smoke_measures_every_tool_and_reports_every_target(tmp_path: Path) 
             assert ops["decrypt file"]["verified"] is True
         assert any(m["op"] == "decrypt range" and m["size_mib"] == 3
                    for m in data["measurements"] if m["tool"] == tool)
+    # the library on one thread too, for the parallel efficiency; the ceilings of the targets
+    # are cryptography's one-core AES-GCM, openssl speed is information
+    assert {m["op"] for m in data["measurements"]
+            if m["tool"] == "img-crypt (library, 1 thread)"} == CRYPTO_OPS
+    assert data["machine"]["threads"] >= 1
+    efficiency = [r for r in data["engine_ratios"] if r["ratio"].startswith("parallel efficiency")]
+    assert len(efficiency) == 2 and all(r["value"] > 0 for r in efficiency)
+    ceiling_targets = [t["target"] for t in data["targets"] if "AES-GCM at 16 KiB" in t["target"]]
+    assert len(ceiling_targets) == 4
+    assert not any("openssl" in t["target"] for t in data["targets"])
     # the inputs, keys and outputs are gone
     assert list(work.iterdir()) == []
 

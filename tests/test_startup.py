@@ -126,3 +126,37 @@ def test_tqdm_is_imported_when_stderr_is_a_terminal(tmp_path: Path) -> None:
     assert report["stderr_is_a_tty"] is True
     assert "tqdm" in _top_level(report["modules"])
     assert not _top_level(report["modules"]) & set(FORBIDDEN)
+
+
+RANGE_SCRIPT = r"""
+import io, json, os, sys
+from img_crypt import envelope
+from img_crypt.cli import main
+from img_crypt.keys.local import LocalKeyStore
+
+work, store, report = sys.argv[1:4]
+keys = LocalKeyStore(store)
+kek = keys.create_key("range")
+with open(f"{work}/ct", "wb") as f:  # one thread: the streaming path
+    envelope.encrypt(io.BytesIO(os.urandom(100_000)), f,
+                     [envelope.Kek(keys.kind, kek, keys.get_key(kek))], threads=1)
+codes = [main(["--version"]), main(["inspect", f"{work}/ct"]),
+         main(["decrypt", f"{work}/ct", f"{work}/part", "--range", "99000:", "--key-store",
+               store, "--threads", "2"])]
+with open(report, "w") as f:
+    json.dump({"codes": codes, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def test_version_inspect_and_a_range_read_do_not_import_the_thread_pool(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", RANGE_SCRIPT, str(tmp_path), str(tmp_path / "keys"),
+            str(tmp_path / "report.json")]
+    result = subprocess.run(argv, env=_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                            timeout=60, check=False)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["codes"] == [0, 0, 0]
+    assert (tmp_path / "part").stat().st_size == 1000
+    assert "img_crypt._payload_parallel" in report["modules"]  # the control: it ran
+    assert "img_crypt._parallel" not in report["modules"]

@@ -44,10 +44,13 @@ Cases (each one parametrize id; 2426 in all):
 - ``binding``  (2): the intact file read with another expected image id; an unbound file
   (same KEKs) read with an expected image id.
 
-In process, every case runs five times: ``envelope.decrypt`` from a BytesIO into a recording
-sink with read sizes 1000, 40000 (between 2 and 3 chunks) and 1 MiB (the whole file at once),
-and into a regular file (a ``TemporaryFile``, so ``_pump`` writes it from the write-behind
-thread) with read sizes 1000 and 1 MiB, the file read back afterwards. Each must raise the
+In process, every case runs through eight legs of ``envelope.decrypt`` (``LEGS``): on one thread
+(the streaming path) from a BytesIO into a recording sink with read sizes 1000, 40000 (between 2
+and 3 chunks) and 1 MiB (the whole file at once), and into a regular file (a ``TemporaryFile``,
+so ``_pump`` writes it from the write-behind thread) with read sizes 1000 and 1 MiB, the file
+read back afterwards; and on the chunk-parallel path (:mod:`img_crypt._parallel`) from a BytesIO
+with 3 workers and one chunk per job, with 2 workers and two chunks per job, and from a regular
+file (read by offset from the workers) with 4 workers and one chunk per job. Each must raise the
 case's exact error class (BindingError only in ``binding`` and the image id flips; FormatError
 for structural damage; AuthenticationError otherwise), and what reached the sink must be whole
 chunks of the true plaintext, ``PLAIN[:16384 * k]``, where every one of those k chunks lies
@@ -60,7 +63,8 @@ the MAC and the first image id byte with no image id expected (22); in ``prefix`
 and last salt and commitment bytes (4); in ``chunk``, the first and a middle body byte and the
 first and last tag byte of each of the three chunks (12); in ``truncate``, 0, 12, the header
 end, every chunk start and one byte before the end (10); every ``append``, ``reorder``,
-``splice``, ``slots`` and ``binding`` case (36). Each must exit 1 with exactly one stderr line
+``splice``, ``slots`` and ``binding`` case (36), with ``--threads 2`` (the parallel path, the
+input read by offset). Each must exit 1 with exactly one stderr line
 starting ``img-crypt: error:``, print nothing on stdout, and leave the output directory empty
 (no OUTPUT, no ``.part`` file).
 """
@@ -68,6 +72,7 @@ starting ``img-crypt: error:``, print nothing on stdout, and leave the output di
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import os
@@ -77,11 +82,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
-from img_crypt import _writebehind, envelope
-from img_crypt._io import Writable
+from img_crypt import _parallel, _writebehind, envelope
 from img_crypt.envelope import Kek
 from img_crypt.errors import AuthenticationError, BindingError, FormatError
 from img_crypt.keys.local import KeyRecord
@@ -92,8 +97,31 @@ from tests.support.sinks import RecordingSink
 CHUNK, TAG, CT_CHUNK, PREFIX, MAC = 16384, 16, 16400, 56, 32
 FULL_CHUNKS, FINAL_PLAIN = 5, 777
 STRIDE = 17
-SINK_READ_SIZES = (1000, 40000, 1 << 20)
-FILE_READ_SIZES = (1000, 1 << 20)
+
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One way of decrypting: the input and sink kinds, the read size and the threads."""
+
+    source: str  # "memory" (a BytesIO) or "file" (a regular file, read by offset if parallel)
+    sink: str  # "recording" (a RecordingSink) or "file" (a TemporaryFile, read back)
+    read_size: int
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return (f"{self.source} -> {self.sink} sink, read_size {self.read_size}, "
+                f"threads {self.threads}")
+
+
+LEGS = (
+    Leg("memory", "recording", 1000, 1), Leg("memory", "recording", 40000, 1),
+    Leg("memory", "recording", 1 << 20, 1), Leg("memory", "file", 1000, 1),
+    Leg("memory", "file", 1 << 20, 1),
+    Leg("memory", "recording", 1000, 3), Leg("memory", "recording", 40000, 2),
+    Leg("file", "recording", 1000, 4),
+)
 
 
 def _bytes(label: str, size: int) -> bytes:
@@ -386,27 +414,35 @@ def lookup_of(keys: str) -> envelope.KekLookup:
     return lambda kind, key_id: table.get((kind, key_id))
 
 
-def _decrypt(case: Case, data: bytes, sink: Writable, read_size: int) -> Exception:
-    try:
-        envelope.decrypt(io.BytesIO(data), sink, lookup_of(case.keys), image_id=case.image_id,
-                         read_size=read_size)
-    except Exception as e:  # the case decides which class is right
-        return e
-    raise AssertionError("the tampered input decrypted")
+def _decrypt(case: Case, data: bytes, leg: Leg) -> tuple[Exception | None, bytes]:
+    """Decrypt ``data`` as ``leg`` says; return (the error or None, what the sink received)."""
+    with contextlib.ExitStack() as stack:
+        source: io.BytesIO | BinaryIO = io.BytesIO(data)
+        if leg.source == "file":
+            source = stack.enter_context(tempfile.TemporaryFile(buffering=0))
+            source.write(data)
+            source.seek(0)
+        recording = RecordingSink()
+        file = stack.enter_context(tempfile.TemporaryFile(buffering=0))
+        error: Exception | None = None
+        try:
+            envelope.decrypt(source, recording if leg.sink == "recording" else file,
+                             lookup_of(case.keys), image_id=case.image_id,
+                             read_size=leg.read_size, threads=leg.threads)
+        except Exception as e:  # the case decides which class is right
+            error = e
+        file.seek(0)
+        return error, recording.data if leg.sink == "recording" else file.read()
 
 
 def _legs(case: Case, data: bytes) -> list[tuple[str, Exception, bytes]]:
     """(leg name, the error raised, what the sink received) for every in-process leg."""
     results = []
-    for read_size in SINK_READ_SIZES:
-        sink = RecordingSink()
-        error = _decrypt(case, data, sink, read_size)
-        results.append((f"recording sink, read_size {read_size}", error, bytes(sink.data)))
-    for read_size in FILE_READ_SIZES:
-        with tempfile.TemporaryFile(buffering=0) as file:
-            error = _decrypt(case, data, file, read_size)
-            file.seek(0)
-            results.append((f"regular file, read_size {read_size}", error, file.read()))
+    for leg in LEGS:
+        error, received = _decrypt(case, data, leg)
+        if error is None:
+            raise AssertionError(f"{leg.name}: the tampered input decrypted")
+        results.append((leg.name, error, received))
     return results
 
 
@@ -436,16 +472,9 @@ def test_the_case_counts_are_the_documented_ones() -> None:
 
 @pytest.mark.parametrize("keys", list(KEKS))
 def test_the_original_decrypts_in_every_leg(keys: str) -> None:
-    for read_size in SINK_READ_SIZES:
-        sink = RecordingSink()
-        envelope.decrypt(io.BytesIO(FILE), sink, lookup_of(keys), image_id=IMAGE,
-                         read_size=read_size)
-        assert sink.data == PLAIN
-    for read_size in FILE_READ_SIZES:
-        with tempfile.TemporaryFile(buffering=0) as file:
-            envelope.decrypt(io.BytesIO(FILE), file, lookup_of(keys), read_size=read_size)
-            file.seek(0)
-            assert file.read() == PLAIN
+    case = Case("control", const(FILE), AuthenticationError, IMAGE, keys)
+    for leg in LEGS:
+        assert _decrypt(case, FILE, leg) == (None, PLAIN), leg.name
 
 
 def test_the_source_files_decrypt() -> None:
@@ -468,7 +497,23 @@ def test_the_regular_file_leg_goes_through_the_write_behind_thread(
     monkeypatch.setattr(_writebehind, "BehindWriter", Counting)
     case = CASES["chunk2-tag-15"]
     legs = _legs(case, case.build())
-    assert len(made) == len(FILE_READ_SIZES)
+    assert len(made) == sum(leg.sink == "file" and leg.threads == 1 for leg in LEGS) == 2
+    assert [type(e) for _, e, _ in legs] == [AuthenticationError] * len(legs)
+
+
+def test_the_parallel_legs_go_through_the_worker_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    readers: list[str] = []
+    original = _parallel.run
+
+    def counting(chunks: _parallel.Chunks, reader: _parallel.Reader, *args: Any,
+                 **kwargs: Any) -> tuple[int, int]:
+        readers.append(type(reader).__name__)
+        return original(chunks, reader, *args, **kwargs)
+
+    monkeypatch.setattr(_parallel, "run", counting)
+    case = CASES["chunk2-tag-15"]
+    legs = _legs(case, case.build())
+    assert readers == ["StreamReader", "StreamReader", "FileReader"]
     assert [type(e) for _, e, _ in legs] == [AuthenticationError] * len(legs)
 
 
@@ -526,7 +571,7 @@ def _cli_decrypt(data: bytes, store: Path, image_id: uuid.UUID | None,
     out.mkdir()
     options = ["--image-id", str(image_id)] if image_id else []
     run = cli("decrypt", str(source), str(out / "plain.raw"), "--key-store", str(store),
-              *options)
+              "--threads", "2", *options)
     return run.code, run.out, run.err, sorted(os.listdir(out))
 
 

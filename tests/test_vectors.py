@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import sys
+import tempfile
 import uuid
 from functools import cache
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor
 
-from img_crypt import envelope, errors
+from img_crypt import _payload_parallel, envelope, errors
+from img_crypt._io import Source
 from img_crypt.envelope import Kek
-from img_crypt.format import parse
+from img_crypt.format import SUITES, parse
 from tests.support.sinks import RecordingSink
 
 VECTORS = Path(__file__).resolve().parents[1] / "specs" / "vectors"
@@ -159,11 +161,40 @@ def test_valid_vector_payload_decrypts_with_the_library(case: dict[str, Any]) ->
     assert plain == _plaintext(case)
 
 
+@pytest.mark.parametrize("case", VALID, ids=[c["id"] for c in VALID])
+@pytest.mark.parametrize(("threads", "read_size"), [(2, 1000), (3, 40000), (4, 1 << 20)])
+def test_valid_vector_through_the_parallel_path(case: dict[str, Any], threads: int,
+                                                read_size: int) -> None:
+    """Chunk-parallel encryption under the vector's salt gives its payload; decryption its
+    plaintext, from memory and from a regular file (read by offset)."""
+    file = bytes.fromhex(case["file"])
+    plain = _plaintext(case)
+    keks = _keks(case["keks"])
+    header_size = case["sizes"]["header"]
+    header = parse(file[:header_size])
+    sink = RecordingSink()
+    _payload_parallel.encrypt(SUITES[header.suite], bytes.fromhex(case["dek"]),
+                              b"img-crypt payload v1\x00" + header.binding(),
+                              Source(plain, read_size), sink, workers=threads,
+                              read_size=read_size, salt=bytes.fromhex(case["salt"]))
+    assert sink.data == file[header_size:]
+    with tempfile.TemporaryFile() as disk:
+        disk.write(file)
+        disk.seek(0)
+        for source in (io.BytesIO(file), disk):
+            out = RecordingSink()
+            envelope.decrypt(source, out, _lookup(keks), image_id=_image(case["image_id"]),
+                             threads=threads, read_size=read_size)
+            assert out.data == plain
+
+
 # --- invalid vectors -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", INVALID, ids=[c["id"] for c in INVALID])
-@pytest.mark.parametrize("read_size", [1 << 20, 1000])
-def test_invalid_vector_fails_as_stated(case: dict[str, Any], read_size: int) -> None:
+@pytest.mark.parametrize(("read_size", "threads"), [(1 << 20, 1), (1000, 1), (1 << 20, 4),
+                                                    (1000, 3)])
+def test_invalid_vector_fails_as_stated(case: dict[str, Any], read_size: int,
+                                        threads: int) -> None:
     assert case["result"] == "invalid"
     assert case["stage"] in ("header", "payload")
     expected = ERRORS[case["error"]]
@@ -172,7 +203,8 @@ def test_invalid_vector_fails_as_stated(case: dict[str, Any], read_size: int) ->
     sink = RecordingSink()
     with pytest.raises(errors.ImgCryptError) as info:
         envelope.decrypt(io.BytesIO(file), sink, _lookup(keks),
-                         image_id=_image(case.get("expect_image_id")), read_size=read_size)
+                         image_id=_image(case.get("expect_image_id")), read_size=read_size,
+                         threads=threads)
     assert type(info.value) is expected, info.value
     message = str(info.value)
     assert message and "\n" not in message

@@ -2,8 +2,10 @@
 
 Each vector runs through (a) the streaming decryptor img-crypt uses
 (:class:`img_crypt._payload.PayloadDecryptor`), (b) our spec-level derivation
-(:func:`img_crypt._cobblestone.derive`) and (c) the seeking reader
-(:class:`img_crypt._cobblestone.ChunkReader`). The vectors are read, never copied into the
+(:func:`img_crypt._cobblestone.derive`), (c) the seeking reader
+(:class:`img_crypt._cobblestone.ChunkReader`) and (d) the chunk-parallel path
+(:mod:`img_crypt._payload_parallel`), decrypting, and re-encrypting every valid vector under its
+salt to its exact ciphertext. The vectors are read, never copied into the
 repository, from the directory ``--wycheproof-dir DIR`` names (default:
 ``$IMG_CRYPT_WYCHEPROOF_DIR``, else ``../shared/vectors/wycheproof`` beside the repository; see
 tests/conftest.py). Without them every test here fails, naming that option: never a skip.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from img_crypt import _payload_parallel
 from img_crypt._cobblestone import (
     CHUNK,
     COBBLESTONE_128,
@@ -33,8 +36,10 @@ from img_crypt._cobblestone import (
     Suite,
     derive,
 )
+from img_crypt._io import Source
 from img_crypt._payload import PayloadDecryptor, decrypt_buffer_size
 from img_crypt.errors import AuthenticationError
+from tests.support.sinks import RecordingSink
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {
@@ -161,9 +166,9 @@ def test_without_the_vectors_every_test_fails_naming_the_option(tmp_path: Path) 
 
     assert done.returncode == 1, done.stdout
     summary = done.stdout.strip().splitlines()[-1]
-    assert summary.startswith("1 deselected, 5 errors in "), summary  # no skip, no pass
+    assert summary.startswith("1 deselected, 6 errors in "), summary  # no skip, no pass
     assert done.stdout.count(f"not found in {tmp_path / 'none'}: pass --wycheproof-dir DIR") \
-        >= 5, done.stdout
+        >= 6, done.stdout
 
 
 # --- (a) the streaming decryptor -------------------------------------------------------------
@@ -283,3 +288,32 @@ def test_seeking_reader(v: Vector) -> None:
     with pytest.raises(AuthenticationError):
         for index in range(reader.last_index + 1):
             reader.chunk(index)
+
+
+# --- (d) the chunk-parallel path -------------------------------------------------------------
+
+# (workers, read size): one chunk per job on 3 workers, two chunks per job on 2, a whole
+# message per job on 4
+PARALLEL = [(3, CT_CHUNK), (2, 2 * CT_CHUNK), (4, 1 << 20)]
+
+
+def test_parallel_path(v: Vector) -> None:
+    ct = v.ct
+    for workers, read_size in PARALLEL:
+        sink = RecordingSink()
+        try:
+            _payload_parallel.decrypt(v.suite, v.key, v.ctx, Source(ct), sink,
+                                      workers=workers, read_size=read_size)
+        except AuthenticationError:
+            assert not v.valid, f"{workers} workers: a valid vector failed"
+            if "PartialPlaintext" in v.flags:  # every valid leading chunk is released
+                assert v.is_plaintext(sink.data), f"{workers} workers: wrong partial plaintext"
+            else:
+                assert sink.data == b"", f"{workers} workers: released bytes of an invalid message"
+            continue
+        assert v.valid, f"{workers} workers: an invalid vector decrypted"
+        assert v.is_plaintext(sink.data), f"{workers} workers: wrong plaintext"
+        again = RecordingSink()
+        _payload_parallel.encrypt(v.suite, v.key, v.ctx, Source(sink.data), again,
+                                  workers=workers, read_size=read_size, salt=ct[:SALT])
+        assert again.data == ct, f"{workers} workers: re-encryption differs"

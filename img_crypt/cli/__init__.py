@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     from img_crypt.cli import commands as c
     from img_crypt.cli.files import output_path
     from img_crypt.cli.managers import add_options
+    from img_crypt.cli.threads import add_option as add_threads
 
     common = argparse.ArgumentParser(add_help=False)
     add_options(common)
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="replace an existing regular-file OUTPUT whole (through a symlink: "
                           "the file it leads to; the symlink stays), write in place to a "
                           "device other than /dev/null, and write ciphertext to a terminal")
+    par = argparse.ArgumentParser(add_help=False)
+    add_threads(par)
 
     parser = argparse.ArgumentParser(prog=PROG, description="Envelope encryption of disk "
                                      "images: streaming Cobblestone-256 payloads under keys "
@@ -45,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                              "material is never logged)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("encrypt", parents=[common, out], help="encrypt an image")
+    p = sub.add_parser("encrypt", parents=[common, out, par], help="encrypt an image")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--kek", action="append", default=[], metavar="ID",
@@ -58,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                         "passphrase is the hex of one KEK, as Cinder and Nova open it")
     p.set_defaults(func=c.encrypt)
 
-    p = sub.add_parser("decrypt", parents=[common, out], help="decrypt an image")
+    p = sub.add_parser("decrypt", parents=[common, out, par], help="decrypt an image")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--image-id", type=c.image_id, metavar="UUID",

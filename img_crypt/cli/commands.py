@@ -17,6 +17,7 @@ from img_crypt._text import printable
 from img_crypt.cli.files import open_input, open_output, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
+from img_crypt.cli.threads import threads
 from img_crypt.enrollment import Enrollment, KeyRef, NewKey, release
 from img_crypt.errors import UsageError
 from img_crypt.format import Header
@@ -96,6 +97,7 @@ def encrypt(args: argparse.Namespace) -> int:
     consumer records it added), never what was there before.
     """
     refuse_terminal(args.output, args.force)
+    workers = threads(args)
     image = _image(args, args.image_id) if args.image_id else None  # before creating anything
     if args.format == "luks":
         return _encrypt_luks(args, image)
@@ -110,7 +112,8 @@ def encrypt(args: argparse.Namespace) -> int:
         with open_input(args.input) as (src, total), open_output(args.output,
                                                                  force=args.force) as dst, \
                 progress(total, "encrypt") as bar:
-            summary = envelope.encrypt(src, dst, keks, image_id=args.image_id, progress=bar)
+            summary = envelope.encrypt(src, dst, keks, image_id=args.image_id, progress=bar,
+                                       threads=workers)
     for key_id in ids:
         _info(args, f"key: {km.kind}:{printable(key_id)}"
                     f"{' (new)' if key_id in created else ''}")
@@ -122,6 +125,7 @@ def encrypt(args: argparse.Namespace) -> int:
 
 def decrypt(args: argparse.Namespace) -> int:
     """Decrypt INPUT (or a byte range of it) to OUTPUT."""
+    workers = threads(args)
     lookup = Managers(args).lookup()
     with open_input(args.input) as (stream, total):
         prefix, src = cli_luks.peek(stream, total)
@@ -139,7 +143,7 @@ def decrypt(args: argparse.Namespace) -> int:
             else:
                 with progress(total, "decrypt") as bar:
                     summary = envelope.decrypt(src, dst, lookup, image_id=args.image_id,
-                                               progress=bar)
+                                               progress=bar, threads=workers)
     what = f"bytes {args.range[0]}:{args.range[0] + summary.plaintext_size}" if args.range \
         else _size(summary.plaintext_size)
     _info(args, f"decrypted {args.input} -> {args.output}: {what}")
