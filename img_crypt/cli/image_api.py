@@ -16,7 +16,7 @@ from img_crypt.errors import UsageError
 from img_crypt.glance.images import NOAUTH_ROLES, GlanceError
 
 DEFAULT_TIMEOUT = 60.0
-READ_SIZE = 1 << 20
+READ_SIZE = 256 * 1024
 
 
 @contextlib.contextmanager

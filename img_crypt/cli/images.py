@@ -33,6 +33,9 @@ from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.naming import per_image_key_name
 
 Report = Callable[[str], None]
+READ_SIZE = 256 * 1024
+"""Plaintext per chunk sent, and ciphertext per chunk read: small, as the process already
+holds openstacksdk (about 30 MiB of imports)."""
 
 
 def image_api(args: argparse.Namespace) -> ImageApi:
@@ -98,7 +101,8 @@ def _encrypt_into(args: argparse.Namespace, km: KeyManager, api: ImageApi, image
         api.update(image_id, {props.KEY_ID: key_id,
                               props.HEADER_LENGTH: str(len(sealed.raw_header))})
         with progress(total, "upload") as bar:
-            api.upload(image_id, _counted(sealed.chunks(src), sealed, bar))
+            chunks = sealed.chunks(src, read_size=READ_SIZE)
+            api.upload(image_id, _counted(chunks, sealed, bar))
         if sealed.plaintext_size != total:
             raise ImgCryptError(f"{args.input} changed while it was uploaded "
                                 f"({total} bytes, then {sealed.plaintext_size})")
@@ -122,7 +126,8 @@ def download(args: argparse.Namespace) -> tuple[str, int]:
     with api.data(str(args.image_id)) as chunks, \
             open_output(args.output, force=args.force) as dst, \
             progress(_size(image.get("size")), "download") as bar:
-        summary = envelope.decrypt(chunks, dst, lookup, image_id=args.image_id, progress=bar)
+        summary = envelope.decrypt(chunks, dst, lookup, image_id=args.image_id,
+                                   read_size=READ_SIZE, progress=bar)
     return fmt, summary.plaintext_size
 
 
@@ -140,4 +145,4 @@ def _download_luks(args: argparse.Namespace, api: ImageApi, image: dict[str, Any
     secret = luks.passphrase(Managers(args).selected().get_key(str(key_id)), str(key_id))
     with api.data(str(args.image_id)) as chunks, \
             open_output(args.output, force=args.force) as dst:
-        return luks.decrypt(chunks, dst, secret, size=size)
+        return luks.decrypt(chunks, dst, secret, size=size, read_size=READ_SIZE)
