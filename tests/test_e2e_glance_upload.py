@@ -8,6 +8,9 @@ left" is then exactly "no image, no key" in that project.
 
 from __future__ import annotations
 
+import binascii
+import io
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from img_crypt import luks
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.connect import connect
@@ -25,7 +29,7 @@ from tests.support.e2e_glance import CONTAINER_FORMATS, MiB, glance_conf, plaint
 
 SIZE_CAP = 8 * MiB
 Runner = Callable[..., Run]
-"""``run(*argv, barbican_url=None)``: the fixture below."""
+"""``run(*argv, barbican_url=None, glance_url=None)``: the fixture below."""
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,8 @@ def km(real_barbican: Any, project: str) -> BarbicanKeyManager:
 @pytest.fixture
 def run(glance: RealGlance, real_barbican: Any, project: str) -> Runner:
     """``img-crypt COMMAND ...`` against this Glance and Barbican, as ``project`` (noauth)."""
-    def call(*argv: str, barbican_url: str | None = None) -> Run:
-        return cli(*argv, "--glance-url", glance.url, "--project-id", project,
+    def call(*argv: str, barbican_url: str | None = None, glance_url: str | None = None) -> Run:
+        return cli(*argv, "--glance-url", glance_url or glance.url, "--project-id", project,
                    "--barbican-url", barbican_url or real_barbican.url)
     return call
 
@@ -158,6 +162,45 @@ def test_an_empty_file_uploads_and_downloads(run: Runner, tmp_path: Path) -> Non
     assert (tmp_path / "back").read_bytes() == b""
 
 
+def test_upload_as_luks_stores_a_raw_luks1_image_glance_inspected_and_cinder_can_open(
+        run: Runner, client: GlanceClient, glance: RealGlance, km: BarbicanKeyManager,
+        tmp_path: Path) -> None:
+    data = plaintext(MiB + 300)
+    (tmp_path / "disk.raw").write_bytes(data)
+    image_id = uploaded_id(run("upload", str(tmp_path / "disk.raw"), "--name", "vol",
+                               "--format", "luks"))
+    image = image_of(client, image_id)
+    key_id = image["os_encrypt_key_id"]
+    assert image["status"] == "active"  # container bare: Glance's format inspector passed it
+    assert (image["disk_format"], image["container_format"]) == ("raw", "bare")
+    assert {name: image[name] for name in (
+        "os_encrypt_format", "os_decrypt_size", "cinder_encryption_key_id",
+        "os_encrypt_key_deletion_policy", "cinder_encryption_key_deletion_policy")} == {
+        "os_encrypt_format": "LUKSv1", "os_decrypt_size": str(len(data)),
+        "cinder_encryption_key_id": key_id,
+        "os_encrypt_key_deletion_policy": "on_image_deletion",
+        "cinder_encryption_key_deletion_policy": "on_image_deletion"}
+    out = io.BytesIO()
+    with open(glance.store_dir / image_id, "rb") as stored:  # the hex of the KEK, as Cinder
+        luks.decrypt(stored, out, binascii.hexlify(km.get_key(key_id)), size=len(data))
+    assert out.getvalue() == data
+    assert km.list_consumers(key_id) == [image_consumer(image_id)]
+    result = run("download", image_id, str(tmp_path / "back"))
+    assert result.code == 0, result.err
+    assert (tmp_path / "back").read_bytes() == data
+
+
+def test_upload_as_luks_of_a_non_raw_disk_is_refused_before_anything_is_created(
+        run: Runner, client: GlanceClient, km: BarbicanKeyManager, tmp_path: Path) -> None:
+    (tmp_path / "disk.qcow2").write_bytes(b"x" * 100)
+    result = run("upload", str(tmp_path / "disk.qcow2"), "--name", "x", "--format", "luks",
+                 "--disk-format", "qcow2")
+    assert result.code == 2
+    assert "qemu-img convert -O raw" in result.err
+    assert client.list_images() == []
+    assert km.list_keys() == []
+
+
 # --- upload: failures leave nothing -----------------------------------------------------------
 
 
@@ -190,6 +233,16 @@ def test_upload_refused_by_glance_removes_the_consumer_from_a_given_kek(
     assert client.list_images() == []
     assert [k.key_id for k in km.list_keys()] == [kek]
     assert km.list_consumers(kek) == []
+
+
+def test_upload_with_glance_down_makes_no_key(
+        run: Runner, km: BarbicanKeyManager, down_url: str, tmp_path: Path) -> None:
+    (tmp_path / "disk.raw").write_bytes(plaintext(MiB))
+    result = run("upload", str(tmp_path / "disk.raw"), "--name", "x", glance_url=down_url)
+    assert result.code == 1
+    assert result.err.startswith("img-crypt: error: cannot create the image: ")
+    assert result.err.count("\n") == 1
+    assert km.list_keys() == []  # the image comes first: no key waits for a missing image
 
 
 def test_upload_of_a_missing_file_creates_no_image(
@@ -244,6 +297,15 @@ def test_download_of_tampered_data_leaves_nothing_at_output(
     assert result.code == 1
     assert "authentication failed" in result.err.lower() or "authentic" in result.err.lower()
     assert list(tmp_path.iterdir()) == [tmp_path / "disk.raw"]
+
+
+def test_download_with_glance_down_leaves_nothing_at_output(
+        run: Runner, down_url: str, tmp_path: Path) -> None:
+    result = run("download", str(uuid.uuid4()), str(tmp_path / "back"), glance_url=down_url)
+    assert result.code == 1
+    assert result.err.startswith("img-crypt: error: cannot find image ")
+    assert result.err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_download_of_a_plaintext_image_is_refused(
@@ -303,3 +365,47 @@ def test_glance_url_without_a_project_is_a_usage_error(tmp_path: Path) -> None:
                  "http://127.0.0.1:9", "--barbican-url", "http://127.0.0.1:9")
     assert result.code == 2
     assert "--glance-url needs --project-id" in result.err
+
+
+@pytest.fixture
+def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No OS_* variable, an empty HOME, and ``tmp_path`` as the working directory."""
+    for name in [n for n in os.environ if n.startswith("OS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_upload_without_credentials_is_a_one_line_usage_error(
+        no_credentials: Path, real_barbican: Any) -> None:
+    (no_credentials / "disk.raw").write_bytes(b"x")
+    result = cli("upload", str(no_credentials / "disk.raw"), "--name", "x",
+                 "--barbican-url", real_barbican.url, "--project-id", "p")
+    assert result.code == 2
+    assert result.err.startswith("img-crypt: error: no usable OpenStack credentials")
+    assert result.err.count("\n") == 1
+
+
+def test_upload_through_clouds_yaml_refused_by_glance_says_only_that_authentication_failed(
+        no_credentials: Path, glance: RealGlance, real_barbican: Any,
+        km: BarbicanKeyManager, project: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(no_credentials / "clouds.yaml"))
+    (no_credentials / "clouds.yaml").write_text(
+        f"clouds:\n  dev:\n    auth_type: none\n    image_endpoint_override: {glance.url}\n")
+    (no_credentials / "disk.raw").write_bytes(b"x")
+    result = cli("upload", str(no_credentials / "disk.raw"), "--name", "x", "--os-cloud", "dev",
+                 "--barbican-url", real_barbican.url, "--project-id", project)
+    assert (result.code, result.err) == (1, "img-crypt: error: authentication with Glance "
+                                            "failed\n")
+    assert km.list_keys() == []
+
+
+def test_upload_and_download_keep_keys_in_barbican_by_default_and_other_commands_locally(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMG_CRYPT_KEY_MANAGER", raising=False)
+    assert "(default: barbican," in " ".join(cli("upload", "--help").out.split())
+    assert "(default: barbican," in " ".join(cli("download", "--help").out.split())
+    for command in ("encrypt", "decrypt", "rewrap"):
+        assert "(default: local," in " ".join(cli(command, "--help").out.split())

@@ -77,11 +77,12 @@ class ImageApi:
         """The connection of clouds.yaml entry ``cloud`` (or the ``OS_*`` variables)."""
         import openstack.config
         import openstack.connection
+        from keystoneauth1 import exceptions as ks_exc
         from openstack import exceptions as os_exc
 
         try:
             region = openstack.config.OpenStackConfig(load_envvars=True).get_one(cloud=cloud)
-        except (os_exc.ConfigException, KeyError) as e:
+        except (os_exc.ConfigException, ks_exc.ClientException, KeyError) as e:
             raise UsageError(f"no usable OpenStack credentials (clouds.yaml or OS_* "
                              f"variables): {_first_line(e)}") from None
         if region.config.get("api_timeout") is None:

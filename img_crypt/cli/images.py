@@ -47,19 +47,39 @@ def image_api(args: argparse.Namespace) -> ImageApi:
     return ImageApi.from_cloud(args.os_cloud)
 
 
-def _counted(chunks: Iterator[bytes], sealed: envelope.Sealed,
-             bar: Callable[[int], None] | None) -> Iterator[bytes]:
-    """``chunks``, advancing the progress bar by the plaintext each one carried."""
-    done = 0
-    for chunk in chunks:
-        yield chunk
-        if bar is not None:
-            bar(sealed.plaintext_size - done)
-            done = sealed.plaintext_size
+class _Body:
+    """The request body: ``chunks``, counted and drawn on the progress bar as they are sent."""
+
+    def __init__(self, chunks: Iterator[bytes], bar: Callable[[int], None] | None) -> None:
+        self.chunks, self.bar, self.sent = chunks, bar, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+            self.sent += len(chunk)
+            if self.bar is not None:
+                self.bar(len(chunk))
+
+
+def _created(args: argparse.Namespace, policy: props.Policy,
+             total: int) -> tuple[str, str, dict[str, str]]:
+    """(container_format, disk_format, properties) of the image, known before any key."""
+    if args.format == "luks":
+        return "bare", "raw", {props.FORMAT: props.LUKS_FORMAT_NAME,
+                               props.DELETION_POLICY: policy,
+                               props.CINDER_DELETION_POLICY: policy,
+                               props.DECRYPT_SIZE: str(total)}
+    return props.ENCRYPTED_CONTAINER_FORMAT, args.disk_format, {
+        props.FORMAT: props.FORMAT_NAME, props.CIPHER: props.CIPHER_NAME,
+        props.DELETION_POLICY: policy, props.DECRYPT_CONTAINER_FORMAT: args.container_format,
+        props.DECRYPT_SIZE: str(total)}
 
 
 def upload(args: argparse.Namespace, warn: Report) -> tuple[str, str, bool]:
     """Create an encrypted image from IMAGE_FILE; return (image id, key id, key is new)."""
+    if args.format == "luks" and (args.disk_format, args.container_format) != ("raw", "bare"):
+        raise UsageError("--format luks stores a raw disk: convert the image first "
+                         "(qemu-img convert -O raw) and give --disk-format raw")
     policy = props.DO_NOT_DELETE if args.kek else props.ON_IMAGE_DELETION
     api = image_api(args)
     km = Managers(args).selected()
@@ -67,13 +87,9 @@ def upload(args: argparse.Namespace, warn: Report) -> tuple[str, str, bool]:
         if total is None:
             raise UsageError("upload needs a regular file: its size is recorded before the "
                              "data is sent")
-        image_id = api.create(name=args.name, disk_format=args.disk_format,
-                              container_format=props.ENCRYPTED_CONTAINER_FORMAT, properties={
-                                  props.FORMAT: props.FORMAT_NAME,
-                                  props.CIPHER: props.CIPHER_NAME,
-                                  props.DELETION_POLICY: policy,
-                                  props.DECRYPT_CONTAINER_FORMAT: args.container_format,
-                                  props.DECRYPT_SIZE: str(total)})
+        container_format, disk_format, properties = _created(args, policy, total)
+        image_id = api.create(name=args.name, disk_format=disk_format,
+                              container_format=container_format, properties=properties)
         try:
             key_id, new = _encrypt_into(args, km, api, image_id, src=src, total=total,
                                         policy=policy, warn=warn)
@@ -89,23 +105,32 @@ def upload(args: argparse.Namespace, warn: Report) -> tuple[str, str, bool]:
 def _encrypt_into(args: argparse.Namespace, km: KeyManager, api: ImageApi, image_id: str,
                   *, src: Input, total: int, policy: props.Policy,
                   warn: Report) -> tuple[str, bool]:
-    """Key, consumer, the last two properties, then the data; undone by the enrollment."""
+    """Key, consumer, the properties naming the key, then the data; undone by the enrollment."""
     consumer = Consumer(service=args.consumer_service, resource_type="image",
                         resource_id=image_id)
     with Enrollment(km, report=warn) as enrolled:
         key_id = enrolled.key(args.kek or NewKey(per_image_key_name(
             image_id, delete_with_image=policy == props.ON_IMAGE_DELETION)))
-        kek = envelope.Kek(km.kind, key_id, km.get_key(key_id))
-        enrolled.register(consumer, [key_id])
-        sealed = envelope.Sealed([kek], image_id=uuid.UUID(image_id))
-        api.update(image_id, {props.KEY_ID: key_id,
-                              props.HEADER_LENGTH: str(len(sealed.raw_header))})
-        with progress(total, "upload") as bar:
+        key = km.get_key(key_id)
+        if args.format == "luks":
+            secret = luks.passphrase(key, key_id)  # a KEK Cinder cannot use: before register
+            enrolled.register(consumer, [key_id])
+            api.update(image_id, {props.KEY_ID: key_id, props.CINDER_KEY_ID: key_id})
+            chunks = luks.encrypted_chunks(src, secret, read_size=READ_SIZE)
+            expected = luks.image_size(total)
+        else:
+            enrolled.register(consumer, [key_id])
+            sealed = envelope.Sealed([envelope.Kek(km.kind, key_id, key)],
+                                     image_id=uuid.UUID(image_id))
+            api.update(image_id, {props.KEY_ID: key_id,
+                                  props.HEADER_LENGTH: str(len(sealed.raw_header))})
             chunks = sealed.chunks(src, read_size=READ_SIZE)
-            api.upload(image_id, _counted(chunks, sealed, bar))
-        if sealed.plaintext_size != total:
-            raise ImgCryptError(f"{args.input} changed while it was uploaded "
-                                f"({total} bytes, then {sealed.plaintext_size})")
+            expected = sealed.file_size(total)
+        with progress(expected, "upload") as bar:
+            body = _Body(chunks, bar)
+            api.upload(image_id, iter(body))
+        if body.sent != expected:  # the file grew or shrank: os_decrypt_size would be wrong
+            raise ImgCryptError(f"{args.input} changed while it was uploaded")
         return key_id, key_id in enrolled.created_keys
 
 

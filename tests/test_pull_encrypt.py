@@ -1,8 +1,9 @@
-"""``envelope.Sealed``: the pull side of encryption, for a sink that pulls (an HTTP body).
+"""Encryption pulled by the sink (an HTTP body): ``envelope.Sealed`` and ``luks.encrypted_chunks``.
 
-The header exists before any data (``upload`` records its length on the image first); the
-chunks make a file :func:`envelope.decrypt` opens; no chunk is larger than one output buffer,
-whatever the input size (constant memory).
+Sealed: the header exists before any data (``upload`` records its length on the image first);
+the chunks make a file :func:`envelope.decrypt` opens; no chunk is larger than one output
+buffer, whatever the input size (constant memory). LUKS1: the chunks are an image
+:func:`luks.decrypt` opens, of the size :func:`luks.image_size` announces.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import uuid
 
 import pytest
 
-from img_crypt import _cobblestone, envelope
+from img_crypt import _cobblestone, envelope, luks
 from img_crypt._payload import encrypt_buffer_size
 from img_crypt.envelope import Kek, KekLookup
 from img_crypt.errors import BindingError, UsageError
@@ -74,3 +75,22 @@ def test_the_file_is_bound_to_its_image(kek: Kek, lookup: KekLookup) -> None:
 def test_a_file_needs_a_key() -> None:
     with pytest.raises(UsageError):
         envelope.Sealed([])
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 3 * (1 << 20) + 7])
+def test_luks_chunks_are_an_image_that_opens_with_the_passphrase(size: int) -> None:
+    data = plaintext(size)
+    image = b"".join(luks.encrypted_chunks(io.BytesIO(data), b"secret", read_size=64 * 1024))
+    assert len(image) == luks.image_size(size)
+    out = io.BytesIO()
+    luks.decrypt(io.BytesIO(image), out, b"secret", size=size)
+    assert out.getvalue() == data
+
+
+def test_luks_chunks_after_the_header_are_at_most_one_read_and_a_sector() -> None:
+    read_size = 64 * 1024
+    chunks = luks.encrypted_chunks(io.BytesIO(plaintext(1 << 20)), b"secret",
+                                   read_size=read_size)
+    header = next(chunks)
+    assert len(header) == luks.PAYLOAD_OFFSET * 512
+    assert max(len(c) for c in chunks) <= read_size + 512
