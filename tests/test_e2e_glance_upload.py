@@ -308,6 +308,21 @@ def test_download_with_glance_down_leaves_nothing_at_output(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_download_of_another_images_ciphertext_is_refused_and_leaves_nothing(
+        run: Runner, client: GlanceClient, glance: RealGlance, tmp_path: Path) -> None:
+    (tmp_path / "disk.raw").write_bytes(plaintext(MiB))
+    original = uploaded_id(run("upload", str(tmp_path / "disk.raw"), "--name", "x"))
+    props = {k: v for k, v in image_of(client, original).items()
+             if k.startswith(("os_", "img_crypt_"))}
+    copy = client.create_image(name="copy", disk_format="raw", container_format="encrypted",
+                               **props)
+    client.upload(copy["id"], glance.store_dir / original)
+    result = run("download", copy["id"], str(tmp_path / "back"))
+    assert result.code == 1
+    assert f"bound to {original}, not to image {copy['id']}" in result.err
+    assert not (tmp_path / "back").exists()
+
+
 def test_download_of_a_plaintext_image_is_refused(
         run: Runner, client: GlanceClient, tmp_path: Path) -> None:
     image = client.create_image(name="plain", disk_format="raw", container_format="bare")
