@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -26,8 +26,8 @@ from img_crypt._writebehind import writer
 from img_crypt.errors import BindingError, FormatError, UsageError
 from img_crypt.format import PREFIX_SIZE, SUITES, Header, parse, parse_prefix
 
-__all__ = ["Inspection", "Kek", "KekLookup", "Summary", "decrypt", "decrypt_range", "encrypt",
-           "inspect", "rewrap"]
+__all__ = ["Inspection", "Kek", "KekLookup", "Sealed", "Summary", "decrypt", "decrypt_range",
+           "encrypt", "inspect", "rewrap"]
 
 DEK_SIZE = 32
 Progress = Callable[[int], None]
@@ -95,6 +95,40 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
         cipher = PayloadEncryptor(suite, dek, context)
         payload = _pump(src, cipher, encrypt_buffer_size(read_size), sink, progress)
     return Summary(header, len(raw), src.consumed, payload)
+
+
+class Sealed:
+    """A new file whose header exists before any data: the pull side of :func:`encrypt`.
+
+    For a sink that pulls (an HTTP request body): :attr:`header` (hence its size) is known
+    first, then :meth:`chunks` yields the whole file, header then payload, in pieces of about
+    ``read_size`` bytes, holding a constant amount of memory.
+    """
+
+    def __init__(self, keks: Sequence[Kek], *, image_id: uuid.UUID | None = None) -> None:
+        self._dek = os.urandom(DEK_SIZE)
+        self.header = _keyslots.seal(self._dek, image_id, keks)
+        self.raw_header = self.header.encode()
+        self.plaintext_size = 0
+        """Plaintext bytes encrypted so far (all of them once :meth:`chunks` is exhausted)."""
+
+    def chunks(self, source: Input, *, read_size: int = DEFAULT_READ_SIZE) -> Iterator[bytes]:
+        """Yield the header, then ``source`` encrypted; call once."""
+        yield self.raw_header
+        with Source(source, read_size) as src:
+            cipher = PayloadEncryptor(SUITES[self.header.suite], self._dek,
+                                      _context(self.header))
+            out = bytearray(encrypt_buffer_size(read_size))
+            for view in src.views():
+                n = cipher.update_into(view, out)
+                self.plaintext_size += len(view)
+                if n:
+                    yield bytes(out[:n])
+            yield cipher.finalize()
+
+    def file_size(self, plaintext_size: int) -> int:
+        """The size of the whole file for ``plaintext_size`` bytes of plaintext."""
+        return len(self.raw_header) + _cobblestone.payload_size(plaintext_size)
 
 
 def _pump(src: Source, cipher: PayloadEncryptor | PayloadDecryptor, out_size: int,

@@ -99,7 +99,50 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_keys(sub, common)
     _add_reconcile(sub, common)
+    _add_images(sub, out)
     return parser
+
+
+def _add_images(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                out: argparse.ArgumentParser) -> None:
+    from img_crypt.cli import commands as c
+    from img_crypt.cli.files import output_path
+    from img_crypt.cli.managers import add_options
+
+    glance = argparse.ArgumentParser(add_help=False)
+    add_options(glance, default="barbican")  # the image is in the cloud: its keys too
+    glance.add_argument("--glance-url", metavar="URL",
+                        default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
+                        help="talk to this Glance without Keystone, as --project-id (default: "
+                             "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
+
+    p = sub.add_parser("upload", parents=[glance],
+                       help="create a Glance image from IMAGE_FILE, encrypted on the way")
+    p.add_argument("input", metavar="IMAGE_FILE")
+    p.add_argument("--name", required=True, help="the image's name")
+    p.add_argument("--disk-format", default="raw", metavar="FORMAT",
+                   help="disk_format of the plaintext (default: raw)")
+    p.add_argument("--container-format", default="bare", metavar="FORMAT",
+                   help="container format of the plaintext, kept in "
+                        "os_decrypt_container_format (default: bare); the image's own is "
+                        "'encrypted'")
+    p.add_argument("--kek", metavar="ID",
+                   help="use this KEK (kept when the image is deleted); default: a new key "
+                        "for the image, img-crypt-image-<id>, deleted with it")
+    p.add_argument("--format", choices=("img-crypt-v1", "luks"), default="img-crypt-v1",
+                   help="img-crypt-v1 (default: authenticated, container_format encrypted), "
+                        "or a raw LUKS1 image (os_encrypt_format LUKSv1, disk_format raw, "
+                        "container_format bare) that Cinder and Nova open with the KEK's hex")
+    p.set_defaults(func=c.upload)
+
+    p = sub.add_parser("download", parents=[glance, out],
+                       help="decrypt a Glance image into OUTPUT")
+    p.add_argument("image_id", type=c.image_id, metavar="IMAGE_ID")
+    p.add_argument("output", metavar="OUTPUT", type=output_path)
+    p.add_argument("--kek", metavar="ID",
+                   help="LUKS1 images only: the KEK whose hex is the passphrase (default: "
+                        "the image's os_encrypt_key_id)")
+    p.set_defaults(func=c.download)
 
 
 def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser],

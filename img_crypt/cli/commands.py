@@ -386,3 +386,24 @@ def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str
           f"{len(report.kept)} kept, {len(unknown)} image(s) unknown"
           f"{f', {len(report.skipped)} record(s) skipped' if report.skipped else ''}"
           f"{f', {len(report.added)} consumer(s) {added}' if report.added else ''}")
+
+
+def upload(args: argparse.Namespace) -> int:
+    """Create a Glance image from IMAGE_FILE, encrypted while it is sent (img_crypt.cli.images)."""
+    from img_crypt.cli import images
+
+    image, key_id, new = images.upload(args, _warn)
+    print(f"key: {args.key_manager}:{printable(key_id)}{' (new)' if new else ''}")
+    print(f"uploaded {args.input} -> image {image}")
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    """Decrypt Glance image IMAGE_ID into OUTPUT, published once authenticated."""
+    from img_crypt.cli import images
+
+    fmt, size = images.download(args)
+    _info(args, f"downloaded image {args.image_id} -> {args.output}: {printable(fmt)}, "
+                f"{size} bytes plaintext")
+    return 0
+

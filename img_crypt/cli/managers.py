@@ -12,14 +12,17 @@ from img_crypt.keys.base import KeyManager
 from img_crypt.keys.local import LocalKeyStore
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """Key-manager options shared by every subcommand that touches keys."""
+def add_options(parser: argparse.ArgumentParser, *, default: str = "local") -> None:
+    """Key-manager options shared by every subcommand that touches keys.
+
+    ``default`` is the --key-manager when neither it nor $IMG_CRYPT_KEY_MANAGER is given.
+    """
     env = os.environ.get
     group = parser.add_argument_group("key manager")
     group.add_argument("--key-manager", choices=("local", "barbican"),
-                       default=env("IMG_CRYPT_KEY_MANAGER", "local"),
-                       help="where new and named KEKs live (default: local, or "
-                            "$IMG_CRYPT_KEY_MANAGER)")
+                       default=env("IMG_CRYPT_KEY_MANAGER", default),
+                       help=f"where new and named KEKs live (default: {default}, or "
+                            f"$IMG_CRYPT_KEY_MANAGER)")
     group.add_argument("--key-store", metavar="DIR",
                        help="local key store directory (default: $IMG_CRYPT_KEY_STORE, "
                             "else the XDG data directory)")

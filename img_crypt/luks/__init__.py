@@ -21,10 +21,13 @@ from img_crypt.luks._stream import (
     SLOT_ITERATIONS,
     decrypt,
     encrypt,
+    encrypted_chunks,
+    image_size,
 )
 
 __all__ = ["DIGEST_ITERATIONS", "MAGIC", "PAYLOAD_OFFSET", "SLOT_ITERATIONS", "LuksInfo",
-           "decrypt", "encrypt", "inspect", "is_luks", "passphrase"]
+           "decrypt", "encrypt", "encrypted_chunks", "image_size",
+           "inspect", "is_luks", "passphrase"]
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,31 @@ def encrypt(src: Input, dst: Writable, passphrase: bytes, *,
         return source.consumed
 
 
+def image_size(plaintext_size: int) -> int:
+    """The size of the raw LUKS1 image :func:`encrypt` writes for ``plaintext_size`` bytes."""
+    return PAYLOAD_OFFSET * SECTOR + -(-plaintext_size // SECTOR) * SECTOR
+
+
+def encrypted_chunks(src: Input, passphrase: bytes, *,
+                     read_size: int = DEFAULT_READ_SIZE) -> Iterator[bytes]:
+    """The raw LUKS1 image of ``src``, pulled (an HTTP body): the header, then the sectors.
+
+    The same image :func:`encrypt` writes, in pieces of at most ``read_size`` + 512 bytes
+    after the 2 MiB header; the plaintext size is not counted here (the caller knows it).
+    """
+    prefix, master = build_header(passphrase)
+    yield prefix
+    cipher = SectorCipher(master, decrypt=False)
+    out = bytearray(read_size + SECTOR)
+    sector = 0
+    with Source(src, read_size) as source:
+        for chunk, _padded in _sectors(source):
+            n = len(chunk)
+            cipher.run(chunk, sector, out)
+            yield bytes(out[:n])
+            sector += n // SECTOR
+
+
 def _skip(source: Source, count: int) -> None:
     while count:
         got = len(source.read_exact(min(count, DEFAULT_READ_SIZE)))
