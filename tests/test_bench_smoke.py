@@ -181,7 +181,8 @@ def test_luks_smoke_times_cp_img_crypt_and_qemu_img_and_leaves_only_the_results(
     assert (data["sizes_mib"], data["runs"]) == ([1], 1)
     assert [(r["tool"], r["size_mib"], r["run"]) for r in data["writers"]] == [
         (tool, 1, 1) for tool in LUKS_WRITERS]
-    assert all(r["wall_s"] > 0 and r["peak_rss_mib"] > 0 for r in data["writers"])
+    assert all(r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_rss_mib"] > 0
+               for r in data["writers"])
     qemu = data["writers"][2]
     assert qemu["failures"] >= 0 and qemu["with_retries_s"] >= qemu["wall_s"]
     assert data["glance"] == {"skipped": "not requested (--no-glance or --smoke)"}
