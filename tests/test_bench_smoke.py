@@ -172,3 +172,53 @@ def test_readme_block_is_replaced_between_the_markers(tmp_path: Path) -> None:
     (tmp_path / "bare.md").write_text("no markers\n")
     with pytest.raises(ValueError):
         report.update_readme(tmp_path / "bare.md", "x")
+
+
+# --- bench/luks.py: the LUKS1 section, runnable alone --------------------------------------
+
+LUKS_BENCH = REPO / "bench" / "luks.py"
+LUKS_WRITERS = ["cp", "img-crypt --format luks", "qemu-img -O luks"]
+
+
+def test_luks_smoke_times_cp_img_crypt_and_qemu_img_and_leaves_only_the_results(
+        tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(LUKS_BENCH), "--smoke", "--out-dir", str(out),
+                           "--workdir", str(work)], capture_output=True, text=True,
+                          timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "results-luks.json").read_text())
+    assert (data["sizes_mib"], data["runs"]) == ([1], 1)
+    assert [(r["tool"], r["size_mib"], r["run"]) for r in data["writers"]] == [
+        (tool, 1, 1) for tool in LUKS_WRITERS]
+    assert all(r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_rss_mib"] > 0
+               for r in data["writers"])
+    qemu = data["writers"][2]
+    assert qemu["failures"] >= 0 and qemu["with_retries_s"] >= qemu["wall_s"]
+    assert data["glance"] == {"skipped": "not requested (--no-glance or --smoke)"}
+    for tool in LUKS_WRITERS:
+        assert f"| {tool} | 1 |" in proc.stdout
+    assert "calibration failure(s) in" in (out / "results-luks.md").read_text()
+    assert list(work.iterdir()) == []
+
+
+def test_luks_bench_retries_qemu_img_calibration_failures_and_counts_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    luks_bench, child = _bench_module("luks"), _bench_module("_child")
+    outcomes = [child.BenchError("qemu-img exited with 1: Unable to get accurate CPU usage")] * 2
+    done = child.Child(1.5, 10.0, "", None)
+
+    def spawn(argv: list[str], env: dict[str, str], stdout: str | None = None) -> Any:
+        if outcomes:
+            raise outcomes.pop()
+        return done
+
+    monkeypatch.setattr(luks_bench, "spawn", spawn)
+    dst = tmp_path / "out"
+    assert luks_bench.qemu_luks(tmp_path / "in", dst, tmp_path / "s", {}) == (done, 2)
+    outcomes[:] = [child.BenchError("qemu-img exited with 1: No space left on device")]
+    with pytest.raises(child.BenchError, match="No space left"):
+        luks_bench.qemu_luks(tmp_path / "in", dst, tmp_path / "s", {})
+    outcomes[:] = [child.BenchError(luks_bench.QEMU_FLAKE)] * luks_bench.QEMU_ATTEMPTS
+    with pytest.raises(child.BenchError, match="failed 10 times"):
+        luks_bench.qemu_luks(tmp_path / "in", dst, tmp_path / "s", {})

@@ -3,7 +3,8 @@
 Real Barbican 23.0.0 and Glance (its own virtualenv, our plugin and delete hook loaded through
 their entry points). Glance itself checks the result: ``require_image_format_match`` is on by
 default, so its format inspector must see the stored data as ``raw`` container ``bare`` (LUKS1
-passes). The passphrase is derived from the key fetched from Barbican as Cinder does (hex).
+passes). The passphrase is derived from the key fetched from Barbican as Cinder does: castellan's
+``get`` (run in the Glance venv, tests/support/cinder_key.py), then the hex of its bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from img_crypt.errors import KeyHasConsumersError
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
 from tests.servers.glance import GlanceClient, RealGlance
+from tests.support.cinder_key import castellan_get
 from tests.support.e2e_glance import (
     PROJECT,
     MiB,
@@ -68,9 +70,16 @@ def assert_luks_image(image: dict[str, Any], size: int, stored: Path) -> str:
     return key_id
 
 
-def test_a_raw_glance_direct_import_is_stored_as_luks1_that_opens_with_the_barbican_key(
+def as_cinder_fetches_it(venv: Path, barbican: Any, key_id: str) -> str:
+    """The LUKS passphrase from castellan's ``get`` of the key: a 256-bit symmetric secret."""
+    key = castellan_get(venv, barbican.url, PROJECT, key_id)
+    assert (key["managed_type"], key["bit_length"]) == ("symmetric", 256)
+    return str(key["passphrase"])
+
+
+def test_a_raw_glance_direct_import_is_stored_as_luks1_that_opens_with_the_key_cinder_fetches(
         glance: RealGlance, client: GlanceClient, barbican_km: BarbicanKeyManager,
-        tmp_path: Path) -> None:
+        glance_venv: Path, real_barbican: Any, tmp_path: Path) -> None:
     data = plaintext(6 * MiB + 12345)
     (tmp_path / "disk.raw").write_bytes(data)
     image_id, result = import_image(client, tmp_path / "disk.raw")
@@ -81,16 +90,22 @@ def test_a_raw_glance_direct_import_is_stored_as_luks1_that_opens_with_the_barbi
 
     downloaded = tmp_path / "downloaded.luks"
     assert client.download(image_id, downloaded) == stored.stat().st_size
-    key = barbican_km.get_key(key_id)  # the secret's bytes, as castellan gives Cinder
-    assert len(key) == 32
-    assert unlocked(downloaded, key, len(data)) == data
+    passphrase = as_cinder_fetches_it(glance_venv, real_barbican, key_id)
+    out = io.BytesIO()
+    with open(downloaded, "rb") as source:
+        luks.decrypt(source, out, passphrase.encode(), size=len(data))
+    assert out.getvalue() == data
+    cryptsetup = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file=-",
+                                 str(downloaded)], input=passphrase.encode(), timeout=60,
+                                check=False, capture_output=True)
+    assert cryptsetup.returncode == 0, cryptsetup.stderr
     assert barbican_km.list_consumers(key_id) == [
         Consumer(service="image", resource_type="image", resource_id=image_id)]
     assert staging_files(glance) == []
 
 
-def test_qemu_img_reads_the_downloaded_image_with_the_hex_passphrase(
-        glance: RealGlance, client: GlanceClient, barbican_km: BarbicanKeyManager,
+def test_qemu_img_reads_the_downloaded_image_with_the_passphrase_cinder_derives(
+        glance: RealGlance, client: GlanceClient, glance_venv: Path, real_barbican: Any,
         tmp_path: Path) -> None:
     data = plaintext(MiB + 512)
     (tmp_path / "disk.raw").write_bytes(data)
@@ -98,7 +113,8 @@ def test_qemu_img_reads_the_downloaded_image_with_the_hex_passphrase(
     assert result.status == "active", result.task_message
     client.download(image_id, tmp_path / "dl.luks")
     secret = tmp_path / "secret"  # qemu-img reads it from a file: never on its command line
-    secret.write_bytes(binascii.hexlify(barbican_km.get_key(result.image["os_encrypt_key_id"])))
+    secret.write_text(as_cinder_fetches_it(glance_venv, real_barbican,
+                                           result.image["os_encrypt_key_id"]))
     subprocess.run(["qemu-img", "convert", "--object", f"secret,id=s0,file={secret}",
                     "--image-opts", f"driver=luks,key-secret=s0,file.filename={tmp_path}/dl.luks",
                     "-O", "raw", str(tmp_path / "out.raw")], check=True, timeout=120)

@@ -27,6 +27,7 @@ from img_crypt.glance import properties as props
 from img_crypt.keys.base import KeyManager
 from tests.support.backends import PROJECT, Backend, open_backend
 from tests.support.glance_import import RESERVED, Import, make_conf, using
+from tests.support.luks_tools import qcow2_header
 
 LUKS = {"format": "luks"}
 GLANCE_ENCRYPTION_PROPERTIES = {
@@ -175,7 +176,7 @@ def test_a_disk_format_cinder_cannot_copy_as_a_raw_disk_is_refused_before_any_ke
 
 def test_a_qcow2_that_qemu_img_cannot_read_fails_and_leaves_nothing(
         backend: Backend, tmp_path: Path) -> None:
-    imp = Import(tmp_path, b"not a qcow2 at all" * 100, make_conf(**LUKS),
+    imp = Import(tmp_path, qcow2_header(1 << 20, version=99), make_conf(**LUKS),
                  using(backend.manager), disk_format="qcow2")
     with pytest.raises(RuntimeError, match=r"qemu-img could not read the qcow2 image "
                                            r"\(exit 1\): "):
@@ -208,13 +209,14 @@ def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
     def hanging(argv: list[str], **kwargs: Any) -> Any:
         seen.append((argv, kwargs))
         if argv[1] == "info":
-            return subprocess.CompletedProcess(argv, 0, stdout="{}", stderr="")
+            return subprocess.CompletedProcess(argv, 0, stdout='{"virtual-size": 4096}',
+                                               stderr="")
         Path(argv[-1]).write_bytes(b"half")
         raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
 
     monkeypatch.setattr(luks_output, "QEMU_IMG_TIMEOUT", 7.0)
     monkeypatch.setattr(subprocess, "run", hanging)
-    imp = Import(tmp_path, b"qcow2?", make_conf(**LUKS), using(backend.manager),
+    imp = Import(tmp_path, qcow2_header(4096), make_conf(**LUKS), using(backend.manager),
                  disk_format="qcow2")
     with pytest.raises(RuntimeError, match="qemu-img convert of the qcow2 image took more "
                                            "than 7 s"):
@@ -229,7 +231,7 @@ def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
 def test_a_missing_qemu_img_is_named(backend: Backend, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    imp = Import(tmp_path, b"qcow2?", make_conf(**LUKS), using(backend.manager),
+    imp = Import(tmp_path, qcow2_header(4096), make_conf(**LUKS), using(backend.manager),
                  disk_format="qcow2")
     with pytest.raises(RuntimeError, match=r"needs qemu-img .* not installed"):
         imp.run()
@@ -267,8 +269,8 @@ def test_a_luks_write_failing_midway_leaves_no_partial_file_key_or_consumer(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(luks, "encrypt", broken)
-    imp = Import(tmp_path, os.urandom(100_000), make_conf(**LUKS), using(backend.manager),
-                 disk_format="qcow2")
+    imp = Import(tmp_path, qcow2_header(100_000) + os.urandom(100_000), make_conf(**LUKS),
+                 using(backend.manager), disk_format="qcow2")
     monkeypatch.setattr(luks_output, "_convert",
                         lambda src, dest, timeout: dest.write_bytes(src.read_bytes()))
     with pytest.raises(OSError, match="No space left"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ from img_crypt.errors import FormatError, UsageError
 SUFFIX = ".luks"
 DISK_FORMATS = ("raw", "qcow2")
 QEMU_IMG_TIMEOUT = 600.0
+QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_SIZE = struct.Struct(">Q")  # the virtual size, bytes 24-31 of a qcow2 header
+QCOW2_SIZE_OFFSET = 24
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,37 @@ def check_disk_format(disk_format: str | None) -> None:
         raise UsageError(f"format luks needs disk_format raw or qcow2, not {disk_format!r}: "
                          f"Cinder copies the image's bytes onto the volume, so they must be a "
                          f"raw disk")
+
+
+def check_input(src: Path, disk_format: str | None, max_virtual_size: int) -> None:
+    """Refuse, before any key or file exists, an input we cannot or must not convert.
+
+    A qcow2 of a few KiB can claim a virtual size of petabytes; its raw disk, then its LUKS1
+    container, would fill the staging area. Its header's virtual size must be at most
+    ``max_virtual_size`` (0: no fixed cap) and, in the worst case (a raw temporary without
+    holes, then the container), fit twice in the staging area's free space.
+    """
+    check_disk_format(disk_format)
+    if disk_format != "qcow2":
+        return  # a raw disk is already in staging at its full size
+    size = qcow2_virtual_size(src)
+    if max_virtual_size and size > max_virtual_size:
+        raise UsageError(f"the qcow2 image's virtual size, {size} bytes, is above [image_"
+                         f"encryption] luks_max_virtual_size ({max_virtual_size} bytes)")
+    fs = os.statvfs(src.parent)
+    free, needed = fs.f_bavail * fs.f_frsize, 2 * size + luks.PAYLOAD_OFFSET * 512
+    if needed > free:
+        raise UsageError(f"the qcow2 image's virtual size, {size} bytes, needs up to {needed} "
+                         f"bytes of staging space to convert and encrypt; {free} are free")
+
+
+def qcow2_virtual_size(src: Path) -> int:
+    """The virtual size a qcow2 header claims (qemu-img reads the same field)."""
+    with open(src, "rb") as f:
+        header = f.read(QCOW2_SIZE_OFFSET + QCOW2_SIZE.size)
+    if len(header) < QCOW2_SIZE_OFFSET + QCOW2_SIZE.size or not header.startswith(QCOW2_MAGIC):
+        raise FormatError("the image's data is not qcow2, but its disk_format is qcow2")
+    return int(QCOW2_SIZE.unpack_from(header, QCOW2_SIZE_OFFSET)[0])
 
 
 def encrypt_file(src: Path, disk_format: str | None, secret: bytes, *,
@@ -86,6 +121,9 @@ def _convert(src: Path, dest: Path, timeout: float) -> None:
     if info.get("backing-filename") or data_file:
         raise FormatError("the qcow2 image refers to another file (backing or data file): "
                           "refused, converting it would read files of the Glance host")
+    if info.get("virtual-size") != qcow2_virtual_size(src):  # what check_input allowed
+        raise FormatError(f"qemu-img reads a virtual size of {info.get('virtual-size')} "
+                          f"bytes, not the qcow2 header's: refused")
     _qemu_img(["convert", "-f", "qcow2", "-O", "raw", str(src), str(dest)], timeout, "convert")
 
 

@@ -31,6 +31,13 @@ OPTS = [
 What the plugin writes. 'luks' needs a 256-bit KEK, accepts disk_format raw and qcow2
 (converted to raw with qemu-img) and sets cinder_encryption_key_id too; it authenticates
 nothing but the key (see specs/LUKS1.md).""")),
+    cfg.IntOpt("luks_max_virtual_size", default=1 << 40, min=0, help=_help("""
+format luks: the largest virtual size, in bytes, of a qcow2 image the plugin converts to raw
+(0: no fixed cap). A small qcow2 can claim a huge virtual size; its raw disk and LUKS1
+container would fill the staging area. The default is Glance's own image_size_cap default
+(1 TiB): Glance would refuse to store a larger result anyway. Whatever this says, an image
+whose virtual size does not fit twice in the staging area's free space is refused. Both are
+checked before qemu-img runs or a key is created.""")),
     cfg.StrOpt("kek_id", help=_help("""
 Barbican secret id of one key-encryption key (KEK) shared by every image this Glance
 encrypts. Unset (the default): a new KEK is created for each image, in the importing

@@ -122,7 +122,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         """Refuse, before any key exists, what the configured format cannot write."""
         group = self.conf[GROUP]
         if group.format == "luks":
-            luks_output.check_disk_format(disk_format)
+            assert self.src is not None
+            luks_output.check_input(self.src, disk_format, group.luks_max_virtual_size)
         elif group.container_format == "bare" or group.container_format not in \
                 self.conf.image_format.container_formats:
             raise UsageError(f"[{GROUP}] container_format {group.container_format!r} must "

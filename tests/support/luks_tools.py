@@ -78,3 +78,15 @@ def cryptsetup_format(image: Path, pass_path: Path, payload: Path) -> None:
         "--key-file=-", str(image), stdin=pass_path.read_bytes())
     run("qemu-img", "convert", "-n", "-f", "raw", str(payload), "--object", secret(pass_path),
         "--target-image-opts", f"driver=luks,key-secret=s,file.filename={image}")
+
+
+def qcow2_header(virtual_size: int, version: int = 3) -> bytes:
+    """The first 104 bytes of a qcow2 image (no tables): enough to claim a virtual size."""
+    return (b"QFI\xfb" + version.to_bytes(4, "big") + bytes(16)
+            + virtual_size.to_bytes(8, "big") + bytes(72))
+
+
+def qcow2_claiming(path: Path, virtual_size: int) -> bytes:
+    """A real, empty qcow2 of ``virtual_size`` bytes made by ``qemu-img create`` (a few KiB)."""
+    run("qemu-img", "create", "-f", "qcow2", str(path), str(virtual_size))
+    return path.read_bytes()
