@@ -120,6 +120,7 @@ def test_glance_with_the_plugin_accepts_and_refuses_each_image_as_glance_alone_d
     # Glance alone fails the task with a generic message and logs why; with the plugin the
     # task says why, in the same words
     assert alone.task_message == "Task failed due to Internal Error"
+    assert encrypted.task_message == case.message
     assert alone.task is not None
     logged = f"Task {alone.task['id']} failed with exception {encrypted.task_message}: "
     assert logged in glances.alone.log_text()

@@ -10,8 +10,7 @@ and applies the same rules with the same options (Glance's own ``[image_format]`
   ``disk_format`` of ``raw`` accepts anything (with a warning), and an uninspectable one (``ami``,
   ...) accepts data nothing recognises; ISO with a GPT in front counts as ISO;
 - the detected format's safety checks always run (backing file, data file, unknown features,
-  VMDK extents, LUKS version, MBR); ``gpt_safety_checks_nonfatal`` relaxes those of a GPT, and
-  ``aki``/``ari`` images skip the MBR check.
+  VMDK extents, LUKS version, MBR); ``gpt_safety_checks_nonfatal`` relaxes those of a GPT.
 
 A refusal raises :class:`UnsafeImageError` with the message Glance gives its ``InvalidImageData``.
 """
@@ -30,7 +29,6 @@ from img_crypt.errors import UnsafeImageError
 LOG = logging.getLogger("img_crypt.glance.inspection")
 
 CHUNK = 1 << 20
-KERNEL_FORMATS = ("aki", "ari")  # may carry an intentionally invalid MBR
 FORMAT_MISMATCH = "Image disk_format {claimed} does not match stream data {found}"
 SAFETY_FAILED = "Image failed safety checks"
 INSPECTION_FAILED = "Image format inspection failed"
@@ -66,9 +64,9 @@ def check(path: Path, container_format: str | None, disk_format: str | None,
         LOG.warning("image format %s did not match; unable to calculate virtual size",
                     disk_format)
     except fi.SafetyCheckFailed as e:
+        # (Glance also forgives aki/ari images their MBR, but a GPT labelled aki or ari
+        # never gets here: its format does not match)
         fatal = set(e.failures) - set(options.gpt_safety_checks_nonfatal)
-        if disk_format in KERNEL_FORMATS:
-            fatal.discard("mbr")
         if fatal or str(inspector) != "gpt":
             raise _refused(SAFETY_FAILED, f"{inspector} {e}") from None
         LOG.warning("non-fatal %s", e)

@@ -20,6 +20,7 @@ from tests.support.data import seeded_bytes
 from tests.support.luks_tools import run
 
 KiB, MiB = 1 << 10, 1 << 20
+SAFETY = "Image failed safety checks"
 RAW_SIZE = 1 * MiB
 QCOW2_VIRTUAL_SIZE = 64 * MiB
 ISO_BLOCKS = 40  # 80 KiB: the 32 KiB system area, the descriptors, some data
@@ -41,6 +42,7 @@ class Case:
     accepted: bool
     virtual_size: int | None = None  # Glance's record when accepted: None for none, FILE_SIZE
     container_format: str = "bare"
+    message: str = ""  # Glance's reason when refused
 
     def __str__(self) -> str:
         return self.name
@@ -57,6 +59,15 @@ def raw(directory: Path) -> Path:
     """Unformatted bytes (no header any inspector recognises)."""
     path = directory / "raw.img"
     path.write_bytes(b"\0" * 4096 + seeded_bytes(RAW_SIZE - 4096, 14))
+    return path
+
+
+def text_then_binary(directory: Path) -> Path:
+    """A text first sector, then binary bytes: oslo.utils 10.2's VMDK inspector takes the text
+    for a VMDK descriptor, fails on the bytes, and then breaks the format decision
+    (AttributeError), which Glance's set_data treats as "not inspected": accepted as it is."""
+    path = directory / "text-then-binary.img"
+    path.write_bytes(b"IMG-CRYPT CRAFTED TEXT LINE\n" * 64 + seeded_bytes(RAW_SIZE, 15))
     return path
 
 
@@ -224,28 +235,39 @@ def luks2(directory: Path) -> Path:
     return _luks(directory, 2)
 
 
+def mismatch(claimed: str, found: str) -> str:
+    """Glance's message for data of another format than its disk_format."""
+    return f"Image disk_format {claimed} does not match stream data {found}"
+
+
 # --- the cases --------------------------------------------------------------------------------
 
 CASES = (
     Case("valid raw", raw, "raw", True, RAW_SIZE),
     Case("valid qcow2", qcow2, "qcow2", True, QCOW2_VIRTUAL_SIZE),
-    Case("qcow2 with a backing file", qcow2_backing_file, "qcow2", False),
-    Case("qcow2 with an external data file", qcow2_data_file, "qcow2", False),
-    Case("raw data labelled qcow2", raw, "qcow2", False),
+    Case("qcow2 with a backing file", qcow2_backing_file, "qcow2", False, message=SAFETY),
+    Case("qcow2 with an external data file", qcow2_data_file, "qcow2", False, message=SAFETY),
+    Case("raw data labelled qcow2", raw, "qcow2", False,
+         message=mismatch("qcow2", "raw")),
     Case("valid vmdk", vmdk, "vmdk", True, QCOW2_VIRTUAL_SIZE),
-    Case("vmdk descriptor naming a host file", vmdk_descriptor, "vmdk", False),
+    Case("vmdk descriptor naming a host file", vmdk_descriptor, "vmdk", False, message=SAFETY),
     Case("valid iso", iso, "iso", True, ISO_BLOCKS * ISO_BLOCK),
     Case("iso with a protective MBR (iso+gpt)", iso_gpt_hybrid, "iso", True,
          ISO_BLOCKS * ISO_BLOCK),
     Case("gpt disk labelled raw", gpt, "raw", True, GPT_SIZE),
-    Case("gpt disk with an extra MBR partition", gpt_extra_partition, "raw", False),
+    Case("gpt disk with an extra MBR partition", gpt_extra_partition, "raw", False,
+         message=SAFETY),
     Case("LUKS1 labelled raw", luks1, "raw", True, 4 * MiB),
-    Case("LUKS2 labelled raw", luks2, "raw", False),
-    Case("truncated qcow2 header", qcow2_truncated, "qcow2", False),
+    Case("LUKS2 labelled raw", luks2, "raw", False, message=SAFETY),
+    Case("truncated qcow2 header", qcow2_truncated, "qcow2", False,
+         message=mismatch("qcow2", "raw")),
     Case("qcow2 labelled raw", qcow2, "raw", True, FILE_SIZE),
-    Case("qcow2 with a backing file labelled raw", qcow2_backing_file, "raw", False),
-    Case("qcow2 labelled ami (not raw)", qcow2, "ami", False),
+    Case("qcow2 with a backing file labelled raw", qcow2_backing_file, "raw", False,
+         message=SAFETY),
+    Case("qcow2 labelled ami (not raw)", qcow2, "ami", False, message=mismatch("ami", "qcow2")),
     Case("raw data labelled ami", raw, "ami", True, None),
+    Case("text then binary labelled qcow2 (inspector quirk)", text_then_binary, "qcow2", True,
+         None),
     Case("qcow2 with a backing file in an ovf container", qcow2_backing_file, "qcow2", True,
          None, container_format="ovf"),
 )
