@@ -2,10 +2,12 @@
 
 Enabled with ``[image_import_opts] image_import_plugins = ['image_encryption']``. It runs for
 glance-direct, web-download and glance-download imports, after the data is staged and before
-it goes to the stores. Per image: fetch or create the KEK, register the image as its consumer,
-encrypt the staged file into a new one (img-crypt-v1 bound to the image id, or a raw LUKS1
-container with ``format = luks``: :mod:`luks_output`), and set the ``os_encrypt_*``
-properties. Any failure is undone (key, consumer, files, image status), see :meth:`revert`.
+it goes to the stores. Per image: apply Glance's own format checks to the plaintext
+(:mod:`inspection`: Glance cannot inspect ciphertext), fetch or create the KEK, register the
+image as its consumer, encrypt the staged file into a new one (img-crypt-v1 bound to the
+image id, or a raw LUKS1 container with ``format = luks``: :mod:`luks_output`), and set the
+``os_encrypt_*`` properties and ``virtual_size``. Any failure is undone (key, consumer,
+files, image status), see :meth:`revert`.
 """
 
 from __future__ import annotations
