@@ -70,7 +70,8 @@ def check(path: Path, container_format: str | None, disk_format: str | None,
         if fatal or str(inspector) != "gpt":
             raise _refused(SAFETY_FAILED, f"{inspector} {e}") from None
         LOG.warning("non-fatal %s", e)
-    except AttributeError:  # Glance's set_data lets this through as "not inspected"
+    except AttributeError:  # Glance's set_data lets this through as "not inspected" (text
+        # then binary data breaks oslo.utils 10.2's VMDK inspector this way)
         LOG.warning("the format inspector could not tell the format of the image")
     except Exception as e:
         LOG.error("unable to determine the image's format: %s", e)

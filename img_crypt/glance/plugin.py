@@ -122,6 +122,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         try:
             return inspection.check(self.src, container_format, disk_format, self.conf)
         except UnsafeImageError as e:
+            LOG.warning("image %s refused by Glance's format checks: %s", self.image_id, e)
             raise _upload_error(str(e)) from None
 
     def _policy(self) -> props.Policy:
