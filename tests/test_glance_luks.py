@@ -188,9 +188,8 @@ def test_a_qcow2_that_qemu_img_cannot_read_fails_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("option", ["backing", "data_file"])
-def test_the_luks_output_refuses_a_qcow2_that_refers_to_another_file_of_the_host(
-        tmp_path: Path, option: str) -> None:
-    # through the plugin, Glance's format check refuses these first (test_glance_inspection)
+def test_a_qcow2_that_refers_to_another_file_of_the_host_is_refused(
+        backend: Backend, tmp_path: Path, option: str) -> None:
     secret = tmp_path / "host-file"
     secret.write_bytes(b"a file of the Glance host" * 100)
     made = tmp_path / "made.qcow2"
@@ -198,10 +197,17 @@ def test_the_luks_output_refuses_a_qcow2_that_refers_to_another_file_of_the_host
         ["-o", f"data_file={secret},data_file_raw=on"]
     subprocess.run(["qemu-img", "create", "-f", "qcow2", *extra, str(made), "2500"],
                    check=True, timeout=60, capture_output=True)
+    # the import: Glance's own safety checks refuse it first (tests/test_glance_inspection.py)
+    imp = Import(tmp_path, made.read_bytes(), make_conf(**LUKS), using(backend.manager),
+                 disk_format="qcow2")
+    with pytest.raises(RuntimeError, match=r"^Image failed safety checks$"):
+        imp.run()
+    assert_nothing_left(imp, backend)
+    # and the luks output on its own refuses it before qemu-img converts it
     with pytest.raises(FormatError, match=r"refers to another file .* read files of the "
                                           r"Glance host"):
         luks_output.encrypt_file(made, "qcow2", b"passphrase")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["host-file", "made.qcow2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host-file", "made.qcow2", "staging"]
 
 
 def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
