@@ -75,3 +75,7 @@ class InvalidValueError(UsageError, ValueError):
 
     Also a ``ValueError``, so code that validates values the standard way keeps working.
     """
+
+
+class UnsafeImageError(ImgCryptError):
+    """Image data Glance's format rules refuse: not its disk_format, or failing a safety check."""

@@ -21,13 +21,13 @@ import pytest
 from oslo_config import cfg
 
 from img_crypt import luks
-from img_crypt.errors import AuthenticationError
+from img_crypt.errors import AuthenticationError, FormatError
 from img_crypt.glance import lifecycle, luks_output
 from img_crypt.glance import properties as props
 from img_crypt.keys.base import KeyManager
+from tests.support import crafted_images as crafted
 from tests.support.backends import PROJECT, Backend, open_backend
 from tests.support.glance_import import RESERVED, Import, make_conf, using
-from tests.support.luks_tools import qcow2_header
 
 LUKS = {"format": "luks"}
 GLANCE_ENCRYPTION_PROPERTIES = {
@@ -164,7 +164,10 @@ def test_an_unknown_format_is_refused_by_the_configuration() -> None:
 @pytest.mark.parametrize("disk_format", ["vmdk", "iso", "vhd", "ploop", None])
 def test_a_disk_format_cinder_cannot_copy_as_a_raw_disk_is_refused_before_any_key(
         backend: Backend, tmp_path: Path, disk_format: str | None) -> None:
-    imp = Import(tmp_path, b"disk", make_conf(**LUKS), using(backend.manager),
+    # real images of each format: Glance's format check would refuse anything else first
+    build = {"vmdk": crafted.vmdk, "iso": crafted.iso, "vhd": crafted.vhd}.get(disk_format or "")
+    data = build(tmp_path).read_bytes() if build else b"disk"
+    imp = Import(tmp_path, data, make_conf(**LUKS), using(backend.manager),
                  disk_format=disk_format)
     with pytest.raises(RuntimeError) as caught:
         imp.run()
@@ -176,8 +179,8 @@ def test_a_disk_format_cinder_cannot_copy_as_a_raw_disk_is_refused_before_any_ke
 
 def test_a_qcow2_that_qemu_img_cannot_read_fails_and_leaves_nothing(
         backend: Backend, tmp_path: Path) -> None:
-    imp = Import(tmp_path, qcow2_header(1 << 20, version=99), make_conf(**LUKS),
-                 using(backend.manager), disk_format="qcow2")
+    imp = Import(tmp_path, crafted.qcow2_bad_cluster_size(tmp_path).read_bytes(),
+                 make_conf(**LUKS), using(backend.manager), disk_format="qcow2")
     with pytest.raises(RuntimeError, match=r"qemu-img could not read the qcow2 image "
                                            r"\(exit 1\): "):
         imp.run()
@@ -194,29 +197,35 @@ def test_a_qcow2_that_refers_to_another_file_of_the_host_is_refused(
         ["-o", f"data_file={secret},data_file_raw=on"]
     subprocess.run(["qemu-img", "create", "-f", "qcow2", *extra, str(made), "2500"],
                    check=True, timeout=60, capture_output=True)
+    # the import: Glance's own safety checks refuse it first (tests/test_glance_inspection.py)
     imp = Import(tmp_path, made.read_bytes(), make_conf(**LUKS), using(backend.manager),
                  disk_format="qcow2")
-    with pytest.raises(RuntimeError, match=r"refers to another file .* read files of the "
-                                           r"Glance host"):
+    with pytest.raises(RuntimeError, match=r"^Image failed safety checks$"):
         imp.run()
     assert_nothing_left(imp, backend)
+    # and the luks output on its own refuses it before qemu-img converts it
+    with pytest.raises(FormatError, match=r"refers to another file .* read files of the "
+                                          r"Glance host"):
+        luks_output.encrypt_file(made, "qcow2", b"passphrase")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host-file", "made.qcow2", "staging"]
 
 
 def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
         backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
+    real_run = subprocess.run
 
     def hanging(argv: list[str], **kwargs: Any) -> Any:
         seen.append((argv, kwargs))
         if argv[1] == "info":
-            return subprocess.CompletedProcess(argv, 0, stdout='{"virtual-size": 4096}',
-                                               stderr="")
+            return real_run(argv, **kwargs)
         Path(argv[-1]).write_bytes(b"half")
         raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
 
+    data = crafted.qcow2(tmp_path).read_bytes()
     monkeypatch.setattr(luks_output, "QEMU_IMG_TIMEOUT", 7.0)
     monkeypatch.setattr(subprocess, "run", hanging)
-    imp = Import(tmp_path, qcow2_header(4096), make_conf(**LUKS), using(backend.manager),
+    imp = Import(tmp_path, data, make_conf(**LUKS), using(backend.manager),
                  disk_format="qcow2")
     with pytest.raises(RuntimeError, match="qemu-img convert of the qcow2 image took more "
                                            "than 7 s"):
@@ -230,8 +239,9 @@ def test_a_qemu_img_that_hangs_is_stopped_and_leaves_nothing(
 
 def test_a_missing_qemu_img_is_named(backend: Backend, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    data = crafted.qcow2(tmp_path).read_bytes()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    imp = Import(tmp_path, qcow2_header(4096), make_conf(**LUKS), using(backend.manager),
+    imp = Import(tmp_path, data, make_conf(**LUKS), using(backend.manager),
                  disk_format="qcow2")
     with pytest.raises(RuntimeError, match=r"needs qemu-img .* not installed"):
         imp.run()
@@ -269,7 +279,7 @@ def test_a_luks_write_failing_midway_leaves_no_partial_file_key_or_consumer(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(luks, "encrypt", broken)
-    imp = Import(tmp_path, qcow2_header(100_000) + os.urandom(100_000), make_conf(**LUKS),
+    imp = Import(tmp_path, qcow2_of(os.urandom(100_000), tmp_path), make_conf(**LUKS),
                  using(backend.manager), disk_format="qcow2")
     monkeypatch.setattr(luks_output, "_convert",
                         lambda src, dest, timeout: dest.write_bytes(src.read_bytes()))

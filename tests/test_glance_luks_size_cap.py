@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from img_crypt.glance.opts import GROUP
+from tests.support import crafted_images as crafted
 from tests.support.backends import Backend, open_backend
 from tests.support.glance_import import Import, make_conf, never, using
-from tests.support.luks_tools import qcow2_claiming, qcow2_header
+from tests.support.luks_tools import qcow2_claiming
 
 MIB = 1 << 20
 TIB = 1 << 40
@@ -144,13 +145,22 @@ def test_the_virtual_size_must_fit_twice_in_the_staging_free_space(
 
 def test_data_that_is_not_qcow2_under_disk_format_qcow2_is_refused_before_any_key(
         tmp_path: Path) -> None:
-    imp = Import(tmp_path, b"QFI", make_conf(format="luks"), never, disk_format="qcow2")
+    """Glance's format check refuses it first; without that check the luks output still does."""
+    (tmp_path / "checked").mkdir()
+    (tmp_path / "unchecked").mkdir()
+    imp = Import(tmp_path / "checked", b"QFI", make_conf(format="luks"), never,
+                 disk_format="qcow2")
+    assert refused(imp).endswith("Image disk_format qcow2 does not match stream data raw")
+    conf = make_conf(format="luks")
+    conf.set_override("require_image_format_match", False, group="image_format")
+    imp = Import(tmp_path / "unchecked", b"QFI", conf, never, disk_format="qcow2")
     assert refused(imp).endswith("the image's data is not qcow2, but its disk_format is qcow2")
 
 
 def test_qemu_img_reading_another_virtual_size_than_the_header_is_refused_before_converting(
         backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
+    data = crafted.qcow2(tmp_path).read_bytes()
 
     def lying(argv: list[str], **kwargs: Any) -> Any:
         calls.append(argv)
@@ -158,7 +168,7 @@ def test_qemu_img_reading_another_virtual_size_than_the_header_is_refused_before
                                            stderr="")
 
     monkeypatch.setattr(subprocess, "run", lying)
-    imp = Import(tmp_path, qcow2_header(MIB), make_conf(format="luks"), using(backend.manager),
+    imp = Import(tmp_path, data, make_conf(format="luks"), using(backend.manager),
                  disk_format="qcow2")
     assert refused(imp).endswith("qemu-img reads a virtual size of 1099511627776 bytes, not "
                                  "the qcow2 header's: refused")

@@ -2,10 +2,12 @@
 
 Enabled with ``[image_import_opts] image_import_plugins = ['image_encryption']``. It runs for
 glance-direct, web-download and glance-download imports, after the data is staged and before
-it goes to the stores. Per image: fetch or create the KEK, register the image as its consumer,
-encrypt the staged file into a new one (img-crypt-v1 bound to the image id, or a raw LUKS1
-container with ``format = luks``: :mod:`luks_output`), and set the ``os_encrypt_*``
-properties. Any failure is undone (key, consumer, files, image status), see :meth:`revert`.
+it goes to the stores. Per image: apply Glance's own format checks to the plaintext
+(:mod:`inspection`: Glance cannot inspect ciphertext), fetch or create the KEK, register the
+image as its consumer, encrypt the staged file into a new one (img-crypt-v1 bound to the
+image id, or a raw LUKS1 container with ``format = luks``: :mod:`luks_output`), and set the
+``os_encrypt_*`` properties and ``virtual_size``. Any failure is undone (key, consumer,
+files, image status), see :meth:`revert`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from taskflow.patterns import linear_flow
 from img_crypt import luks
 from img_crypt.enrollment import Enrollment, NewKey
 from img_crypt.envelope import Kek
-from img_crypt.errors import ImgCryptError, UsageError
-from img_crypt.glance import luks_output, staged
+from img_crypt.errors import ImgCryptError, UnsafeImageError, UsageError
+from img_crypt.glance import inspection, luks_output, staged
 from img_crypt.glance import properties as props
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
@@ -84,8 +86,9 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             raise _upload_error(f"image {self.image_id} has {', '.join(stray)} but no "
                                 f"{props.FORMAT}: set it if the data is already encrypted, "
                                 f"or remove them")
+        verdict = self._inspect(container_format, disk_format)  # before any key or consumer
         try:
-            return self._encrypt(container_format, disk_format)
+            return self._encrypt(container_format, disk_format, verdict.virtual_size)
         except ImgCryptError as e:
             self._undo_keys_and_files()
             message = f"image {self.image_id} could not be encrypted: {e}"
@@ -112,6 +115,16 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         LOG.info("image %s was encrypted by the client; left as it is", self.image_id)
         return file_path
 
+    def _inspect(self, container_format: str | None, disk_format: str | None
+                 ) -> inspection.Verdict:
+        """Glance's own format checks, on the plaintext (never downgraded to a warning)."""
+        assert self.src is not None
+        try:
+            return inspection.check(self.src, container_format, disk_format, self.conf)
+        except UnsafeImageError as e:
+            LOG.warning("image %s refused by Glance's format checks: %s", self.image_id, e)
+            raise _upload_error(str(e)) from None
+
     def _policy(self) -> props.Policy:
         group = self.conf[GROUP]
         if group.key_deletion_policy:
@@ -129,7 +142,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             raise UsageError(f"[{GROUP}] container_format {group.container_format!r} must "
                                   f"be one of [image_format] container_formats, and not 'bare'")
 
-    def _encrypt(self, container_format: str | None, disk_format: str | None) -> str:
+    def _encrypt(self, container_format: str | None, disk_format: str | None,
+                 virtual_size: int | None) -> str:
         group, done = self.conf[GROUP], self.done
         assert self.src is not None
         self._check_output(disk_format)
@@ -146,6 +160,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         # a KEK Cinder cannot use is refused before the image is registered on it
         secret = luks.passphrase(key, key_id) if group.format == "luks" else b""
         enrolled.register(consumer, [key_id])
+        sized: dict[str, int] = {}
         if group.format == "luks":
             result = luks_output.encrypt_file(self.src, disk_format, secret)
             done.dest, sizes = result.path, (result.plaintext_size, result.file_size)
@@ -161,10 +176,13 @@ class EncryptImage(task.Task):  # type: ignore[misc]
                 plaintext_size=summary.plaintext_size,
                 container_format=container_format or "bare")
             attributes = {"container_format": group.container_format}
+            if virtual_size is not None:  # Glance cannot inspect ciphertext: say it for it
+                sized["virtual_size"] = virtual_size
         with self.action_wrapper as action:
-            before = {"container_format": container_format, "disk_format": disk_format}
-            done.attributes = {name: before[name] for name in attributes}
-            action.set_image_attribute(size=sizes[1], **attributes)
+            before = {"container_format": container_format, "disk_format": disk_format,
+                      "virtual_size": None}
+            done.attributes = {name: before[name] for name in [*attributes, *sized]}
+            action.set_image_attribute(size=sizes[1], **attributes, **sized)
             done.properties = list(new)
             action.set_image_extra_properties(new)
         self.src.unlink()  # no plaintext stays in staging

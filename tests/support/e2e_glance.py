@@ -29,10 +29,15 @@ def glance_conf(barbican_url: str, **image_encryption: str) -> str:
             f"\n\n[image_encryption]\n{lines}\n")
 
 
-def start_glance(barbican_url: str, **image_encryption: str) -> RealGlance:
+def plugin_glance(barbican_url: str, **image_encryption: str) -> RealGlance:
+    """A Glance (not started yet) configured as the README says, with the plugin."""
     return RealGlance(plugins=["image_encryption"], notification_drivers=["img_crypt", "log"],
                       container_formats=CONTAINER_FORMATS,
-                      extra_conf=glance_conf(barbican_url, **image_encryption)).start()
+                      extra_conf=glance_conf(barbican_url, **image_encryption))
+
+
+def start_glance(barbican_url: str, **image_encryption: str) -> RealGlance:
+    return plugin_glance(barbican_url, **image_encryption).start()
 
 
 GUARD_FILTER = {"img_crypt_upload": "img_crypt.glance.upload_guard:filter_factory"}

@@ -174,11 +174,19 @@ class FakeActionWrapper:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
+def register_glance_image_format(conf: cfg.ConfigOpts) -> None:
+    """Glance 33's ``[image_format]`` options the plugin reads, with Glance's defaults
+    (glance/common/config.py), and ``encrypted`` added to the container formats."""
+    conf.register_opts([
+        cfg.ListOpt("container_formats", default=[*GLANCE_CONTAINER_FORMATS, "encrypted"]),
+        cfg.BoolOpt("require_image_format_match", default=True),
+        cfg.ListOpt("gpt_safety_checks_nonfatal", default=[]),
+    ], group="image_format")
+
+
 def make_conf(**overrides: Any) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
-    conf.register_opts([cfg.ListOpt("container_formats",
-                                    default=[*GLANCE_CONTAINER_FORMATS, "encrypted"])],
-                       group="image_format")
+    register_glance_image_format(conf)
     opts.register_opts(conf)
     conf([])
     for name, value in overrides.items():
@@ -189,6 +197,7 @@ def make_conf(**overrides: Any) -> cfg.ConfigOpts:
 def glance_conf(barbican_url: str | None = None, **overrides: Any) -> cfg.ConfigOpts:
     """A Glance-like configuration: our options, castellan's, [barbican] barbican_endpoint."""
     conf = cfg.ConfigOpts()
+    register_glance_image_format(conf)
     opts.register_opts(conf)
     conf([])
     castellan_key_manager.API(conf)  # registers [key_manager] and [barbican]
