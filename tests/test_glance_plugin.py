@@ -198,6 +198,7 @@ def test_two_images_on_a_shared_kek_are_both_its_consumers(backend: Backend,
 
 def client_encrypted(tmp_path: Path, image_id: str,
                      plaintext: bytes = b"client plaintext" * 100) -> tuple[bytes, KeyManager]:
+    """The client's file and the key store holding its one key."""
     store = LocalKeyStore(tmp_path / "client-keys")
     key_id = store.create_key("client")
     out = io.BytesIO()
@@ -207,15 +208,17 @@ def client_encrypted(tmp_path: Path, image_id: str,
     return out.getvalue(), store
 
 
-def client_properties() -> dict[str, str]:
-    return {props.FORMAT: props.FORMAT_NAME, props.KEY_ID: str(uuid.uuid4())}
+def client_properties(store: KeyManager | None = None) -> dict[str, str]:
+    """What the client sets: our format and its key (the one key of ``store``)."""
+    key_id = store.list_keys()[0].key_id if store is not None else str(uuid.uuid4())
+    return {props.FORMAT: props.FORMAT_NAME, props.KEY_ID: key_id}
 
 
 def test_a_client_encrypted_image_bound_to_it_is_stored_unchanged(tmp_path: Path) -> None:
     image_id = str(uuid.uuid4())
     data, store = client_encrypted(tmp_path, image_id)
-    imp = Import(tmp_path, data, make_conf(), never, image_id=image_id,
-                 extra=client_properties())
+    imp = Import(tmp_path, data, make_conf(), using(store), image_id=image_id,
+                 extra=client_properties(store))
     assert imp.run() == imp.file_path
     assert imp.staged.read_bytes() == data
     assert imp.staging_files() == [image_id]
@@ -225,8 +228,8 @@ def test_a_client_encrypted_image_bound_to_it_is_stored_unchanged(tmp_path: Path
 
 def test_a_client_encrypted_image_bound_to_another_image_is_refused(tmp_path: Path) -> None:
     other = str(uuid.uuid4())
-    data, _ = client_encrypted(tmp_path, other)
-    imp = Import(tmp_path, data, make_conf(), never, extra=client_properties())
+    data, store = client_encrypted(tmp_path, other)
+    imp = Import(tmp_path, data, make_conf(), using(store), extra=client_properties(store))
     with pytest.raises(RuntimeError) as caught:
         imp.run()
     assert imp.image_id in str(caught.value) and other in str(caught.value)
@@ -235,7 +238,8 @@ def test_a_client_encrypted_image_bound_to_another_image_is_refused(tmp_path: Pa
 
 @pytest.mark.parametrize("garbage", [b"", b"not an img-crypt file", os.urandom(70000)])
 def test_client_encrypted_garbage_is_refused(tmp_path: Path, garbage: bytes) -> None:
-    imp = Import(tmp_path, garbage, make_conf(), never, extra=client_properties())
+    _, store = client_encrypted(tmp_path, str(uuid.uuid4()))
+    imp = Import(tmp_path, garbage, make_conf(), using(store), extra=client_properties(store))
     with pytest.raises(RuntimeError, match="img-crypt-v1"):
         imp.run()
     assert imp.unchanged
@@ -246,16 +250,16 @@ def test_a_client_encrypted_image_of_impossible_length_is_refused(tmp_path: Path
     # empty final chunk leaves a length no payload has. (A cut inside the final chunk looks
     # like a shorter plaintext and is only caught when the image is decrypted.)
     image_id = str(uuid.uuid4())
-    data, _ = client_encrypted(tmp_path, image_id, os.urandom(CHUNK))
-    imp = Import(tmp_path, data[:-1], make_conf(), never, image_id=image_id,
-                 extra=client_properties())
+    data, store = client_encrypted(tmp_path, image_id, os.urandom(CHUNK))
+    imp = Import(tmp_path, data[:-1], make_conf(), using(store), image_id=image_id,
+                 extra=client_properties(store))
     with pytest.raises(RuntimeError, match=image_id):
         imp.run()
 
 
-def test_another_encryption_format_passes_through_without_reading_the_data(
+def test_without_require_encryption_another_format_passes_through_without_reading_the_data(
         tmp_path: Path) -> None:
-    imp = Import(tmp_path, b"LUKS\xba\xbe", make_conf(), never,
+    imp = Import(tmp_path, b"LUKS\xba\xbe", make_conf(require_encryption=False), never,
                  extra={props.FORMAT: "LUKS", props.KEY_ID: str(uuid.uuid4())})
     imp.staged.unlink()  # nothing to read: the plugin must not try
     assert imp.run() == imp.file_path
@@ -448,9 +452,9 @@ def test_revert_after_success_keeps_a_shared_kek_but_removes_the_consumer(
 
 def test_revert_of_a_client_encrypted_passthrough_only_requeues(tmp_path: Path) -> None:
     image_id = str(uuid.uuid4())
-    data, _ = client_encrypted(tmp_path, image_id)
-    imp = Import(tmp_path, data, make_conf(), never, image_id=image_id,
-                 extra=client_properties())
+    data, store = client_encrypted(tmp_path, image_id)
+    imp = Import(tmp_path, data, make_conf(), using(store), image_id=image_id,
+                 extra=client_properties(store))
     imp.task.revert(result=imp.run())
     assert imp.image.status == "queued"
     assert imp.image.extra_properties[props.FORMAT] == props.FORMAT_NAME  # the client's own

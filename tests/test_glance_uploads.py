@@ -287,9 +287,9 @@ IMAGE = str(uuid.uuid4())
     ({"os_encrypt_format": "LUKSv1", "os_encrypt_key_id": "k"}, (), None),
     ({"cinder_encryption_key_id": "k"}, (), None),
     ({"os_encrypt_format": "LUKSv1"}, (), "needs os_encrypt_key_id"),
-    ({"os_encrypt_format": "luks", "os_encrypt_key_id": "k"}, (), "is not accepted here"),
-    ({"os_encrypt_format": "luks", "os_encrypt_key_id": "k"}, ("luks",), None),
-    ({"os_encrypt_format": "luks ", "os_encrypt_key_id": "k"}, ("luks",), "not accepted"),
+    ({"os_encrypt_format": "luks", "os_encrypt_key_id": "k"}, (), None),  # Nova's prototype
+    ({"os_encrypt_format": "luks ", "os_encrypt_key_id": "k"}, (), "not accepted"),
+    ({"os_encrypt_format": "Luks", "os_encrypt_key_id": "k"}, (), "not accepted"),
     ({"os_encrypt_format": "LUKSV1", "os_encrypt_key_id": "k"}, (), "not accepted"),
     ({"os_encrypt_format": "img-crypt-v1\n", "os_encrypt_key_id": "k"}, (), "not accepted"),
 ])
@@ -385,9 +385,10 @@ def check(target: dict[str, str], **options: Any) -> bool:
 def test_the_policy_check_refuses_plaintext_and_allows_claims() -> None:
     assert not check({"id": IMAGE})
     assert check({"id": IMAGE, "os_encrypt_format": "LUKSv1", "os_encrypt_key_id": "k"})
-    assert not check({"id": IMAGE, "os_encrypt_format": "luks", "os_encrypt_key_id": "k"})
-    assert check({"id": IMAGE, "os_encrypt_format": "luks", "os_encrypt_key_id": "k"},
-                 accepted_formats=["luks"])
+    assert check({"id": IMAGE, "os_encrypt_format": "luks", "os_encrypt_key_id": "k"})
+    assert not check({"id": IMAGE, "os_encrypt_format": "vendor-x", "os_encrypt_key_id": "k"})
+    assert check({"id": IMAGE, "os_encrypt_format": "vendor-x", "os_encrypt_key_id": "k"},
+                 accepted_formats=["vendor-x"])
 
 
 def test_the_policy_check_allows_everything_without_require_encryption() -> None:

@@ -6,7 +6,7 @@ that says how it is encrypted, and only with data that backs the claim:
 - ``os_encrypt_format`` exactly ``img-crypt-v1``: the data starts with an img-crypt header
   bound to this image whose slot for ``os_encrypt_key_id`` opens with that key (the DEK
   unwraps and the header MAC verifies: a forged header in front of plaintext fails);
-- ``os_encrypt_format`` exactly ``LUKSv1``, or no ``os_encrypt_format`` but a
+- ``os_encrypt_format`` exactly ``LUKSv1`` (or ``luks``), or no ``os_encrypt_format`` but a
   ``cinder_encryption_key_id`` (Cinder's upload-to-image of an encrypted volume): the data
   starts with a LUKS version 1 header (oslo.utils' format inspector, as Glance's) and the key
   exists;
@@ -71,7 +71,7 @@ def data_refusal(image_id: str, properties: Mapping[str, object], head: bytes,
     claimed = properties.get(props.FORMAT)
     if claimed == props.FORMAT_NAME:
         return _ours_refusal(image_id, str(properties[props.KEY_ID]), head, manager)
-    if claimed == props.LUKS_FORMAT_NAME:
+    if claimed in (props.LUKS_FORMAT_NAME, props.LUKS_FORMAT_ALIAS):
         return _luks_refusal(image_id, str(properties[props.KEY_ID]), head, manager)
     if claimed in (None, ""):
         return _luks_refusal(image_id, str(properties[props.CINDER_KEY_ID]), head, manager)

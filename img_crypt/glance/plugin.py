@@ -27,7 +27,7 @@ from img_crypt import luks
 from img_crypt.enrollment import Enrollment, NewKey
 from img_crypt.envelope import Kek
 from img_crypt.errors import ImgCryptError, UnsafeImageError, UsageError
-from img_crypt.glance import inspection, luks_output, staged
+from img_crypt.glance import claims, inspection, luks_output, staged
 from img_crypt.glance import properties as props
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
@@ -101,12 +101,28 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             raise
 
     def _accept_client_side(self, file_path: str, extra: dict[str, Any]) -> str:
-        """An image encrypted before upload: store it as it is, after checking our own format."""
-        if extra.get(props.FORMAT) != props.FORMAT_NAME:
-            LOG.info("image %s is already encrypted (%s); left as it is", self.image_id,
-                     extra.get(props.FORMAT))
-            return file_path
+        """An image encrypted before upload: store it as it is, once its claim is backed.
+
+        With ``require_encryption`` the claim is checked as on ``PUT /file``
+        (:mod:`.claims`: an accepted format, and data that backs it, with the importing
+        user's keys); ours is also checked whole (structure, binding to this image).
+        """
         assert self.src is not None
+        claimed = extra.get(props.FORMAT)
+        if self.conf[GROUP].require_encryption:
+            refusal = claims.property_refusal(self.image_id, extra,
+                                              self.conf[GROUP].accepted_formats)
+            if refusal is None:
+                with open(self.src, "rb") as file:
+                    head = file.read(claims.HEAD_SIZE)
+                refusal = claims.data_refusal(self.image_id, extra, head,
+                                              self.key_manager(self.conf, self.context))
+            if refusal is not None:
+                raise _upload_error(refusal)
+        if claimed != props.FORMAT_NAME:
+            LOG.info("image %s is already encrypted (%s); left as it is", self.image_id,
+                     claimed)
+            return file_path
         try:
             staged.check_client_encrypted(self.src, uuid.UUID(self.image_id))
         except ImgCryptError as e:

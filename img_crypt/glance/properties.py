@@ -32,7 +32,9 @@ Policy = Literal["on_image_deletion", "do_not_delete"]
 ON_IMAGE_DELETION: Policy = "on_image_deletion"
 DO_NOT_DELETE: Policy = "do_not_delete"
 
-CLIENT_FORMATS = (FORMAT_NAME, LUKS_FORMAT_NAME)
+LUKS_FORMAT_ALIAS = "luks"
+"""The other ``os_encrypt_format`` value for LUKS1 (a Nova prototype's), accepted exactly."""
+CLIENT_FORMATS = (FORMAT_NAME, LUKS_FORMAT_NAME, LUKS_FORMAT_ALIAS)
 """``os_encrypt_format`` values an upload (``PUT /file``) may claim without further options."""
 
 
