@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from tests.servers.cloud import Cloud, start_cloud
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo-out" / "cloud"
+OUTPUTS = ("clouds.yaml", "disk.raw", "downloaded.raw", "stored.icr", "decrypted.raw")
 CLOUD_NAME = "img-crypt-demo"
 IMG_CRYPT = str(Path(sys.executable).parent / "img-crypt")
 BARBICAN = ("--key-manager", "barbican", "--os-cloud", CLOUD_NAME)
@@ -116,9 +116,29 @@ def wait_imported(conn: Any, image_id: str) -> Any:
         time.sleep(0.5)
 
 
+def wait_key_gone(demo: Demo, key_id: str) -> str:
+    """Poll until Barbican says the key is not found, then show that; DemoError if it stays."""
+    command = ("keys", "consumers", key_id, *BARBICAN)
+    deadline = time.monotonic() + DELETE_TIMEOUT
+    while True:
+        try:
+            output = demo.cli(*command, succeed=False, show=False)
+        except DemoError:  # the command succeeded: the key is still there
+            if time.monotonic() > deadline:
+                raise DemoError(f"key {key_id} still exists {DELETE_TIMEOUT:.0f} s after "
+                                f"the delete") from None
+            time.sleep(0.5)
+            continue
+        if "not found" not in output:
+            raise DemoError(f"cannot tell whether key {key_id} is gone: {output}")
+        return demo.cli(*command, succeed=False)
+
+
 def run_demo(cloud: Cloud, out: Path, say: Say = print, size_mib: int = 16) -> Outcome:
     """Import, show, download, decrypt and delete one image as project A's member."""
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:  # a fresh run; nothing else in ``out`` is touched
+        (out / name).unlink(missing_ok=True)
     demo = Demo(cloud, out, say)
     conn = demo.connect()
     raw = out / "disk.raw"
@@ -142,6 +162,8 @@ def run_demo(cloud: Cloud, out: Path, say: Say = print, size_mib: int = 16) -> O
         raise DemoError("the imported image has no os_encrypt_key_id: the plugin did not run")
     say("-- 3. its key's consumer in Barbican: the image")
     consumers = demo.cli("keys", "consumers", key_id, *BARBICAN)
+    if image.id not in consumers:
+        raise DemoError(f"key {key_id} has no consumer for image {image.id}")
     say("-- 4. download and decrypt it (the key comes from Barbican with alice's token)")
     demo.cli("download", image.id, str(out / "downloaded.raw"), *BARBICAN)
     conn.image.download_image(image, output=str(out / "stored.icr"))
@@ -154,26 +176,16 @@ def run_demo(cloud: Cloud, out: Path, say: Say = print, size_mib: int = 16) -> O
     say(f"   both equal {raw.name} (sha256 {sha256(raw)[:16]}...)")
     say("-- 5. delete the image; the plugin's delete hook removes the consumer, then the key")
     conn.image.delete_image(image.id)
-    deadline = time.monotonic() + DELETE_TIMEOUT
-    while True:
-        try:
-            gone = demo.cli("keys", "consumers", key_id, *BARBICAN, succeed=False, show=False)
-            break
-        except DemoError:
-            if time.monotonic() > deadline:
-                raise DemoError(f"key {key_id} still exists {DELETE_TIMEOUT:.0f} s after "
-                                f"the delete") from None
-            time.sleep(0.5)
-    gone = demo.cli("keys", "consumers", key_id, *BARBICAN, succeed=False)
+    gone = wait_key_gone(demo, key_id)
     return Outcome(image.id, key_id, props, consumers, gone)
 
 
 def main() -> int:
     """Install the servers once, start them, run the demo, stop them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"default: {OUT}")
     parser.add_argument("--size-mib", type=int, default=16)
     args = parser.parse_args()
-    shutil.rmtree(OUT, ignore_errors=True)  # a fresh run, as demo.sh's demo-out/
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.monotonic()
     try:
@@ -186,7 +198,7 @@ def main() -> int:
             print(f"   Keystone {cloud.keystone.auth_url}, Barbican {cloud.barbican.url}, "
                   f"Glance {cloud.glance.url} (README's Glance block) "
                   f"({time.monotonic() - began:.0f} s)", flush=True)
-            run_demo(cloud, OUT, lambda line: print(line, flush=True),
+            run_demo(cloud, args.out.resolve(), lambda line: print(line, flush=True),
                      args.size_mib)
             print("-- 6. stop the servers", flush=True)
     except KeyboardInterrupt:
