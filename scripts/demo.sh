@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The main job: make a 64 MiB sample disk image, encrypt it with the embedded local key store,
 # inspect it, decrypt it and verify the bytes. Everything lands in demo-out/.
+# --cloud: the plugin's job on a real Keystone + Barbican + Glance instead (scripts/cloud_demo.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if [ "${1:-}" = --cloud ]; then
+  # The same job on a real cloud on 127.0.0.1 (Keystone, Barbican, Glance with the plugin):
+  # scripts/cloud_demo.py. It needs openstacksdk, the `barbican` extra.
+  .venv/bin/python -c 'import openstack' 2>/dev/null || .venv/bin/python -m pip install -q -e ".[barbican]"
+  exec .venv/bin/python -m scripts.cloud_demo "${@:2}"
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 out=demo-out
