@@ -25,6 +25,7 @@ from tests.support.realauth import (
     encrypted_import,
     glance_as,
     image_consumer,
+    import_as_alice,
     use_credentials_of,
 )
 
@@ -39,15 +40,6 @@ def data_file(tmp_path: Path) -> Path:
     path = tmp_path / "disk.raw"
     path.write_bytes(plaintext(MiB + 5))
     return path
-
-
-def import_as_alice(cloud: Cloud, directory: Path) -> tuple[str, str]:
-    """An image alice imported (password): (image id, key id)."""
-    data = directory / "alice.raw"
-    data.write_bytes(plaintext(MiB + 5))
-    image_id, result = encrypted_import(cloud, cloud.a.token(), cloud.a.project_id, data)
-    assert result.task_status == "success", result.task_message
-    return image_id, str(result.image["os_encrypt_key_id"])
 
 
 @pytest.fixture(scope="module")

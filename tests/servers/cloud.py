@@ -140,6 +140,7 @@ def start_cloud() -> Iterator[Cloud]:
                              glance_password=glance_user.password)
         glance = stack.enter_context(RealGlance(notification_drivers=(), extra_conf=conf,
                                                    keystone=glance_user))
+        admin.endpoint("image", "glance", glance.url)  # reconcile finds Glance in the catalog
         yield Cloud(keystone, barbican, glance, a, b,
                     AppCredential(keystone.auth_url, cred_id, secret, a),
                     _bootstrap_admin(keystone.auth_url), glance_user, glance_admin, conf)
