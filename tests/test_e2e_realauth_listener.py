@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from img_crypt.glance.uploads import MISSING_KEY
 from tests.servers.cloud import Cloud
 from tests.servers.glance import GlanceClient, RealGlance
 from tests.servers.keystone import password_token
@@ -97,6 +98,11 @@ def test_the_listener_with_service_credentials_is_refused_a_members_consumer_and
     assert barbican_as(cloud, cloud.a.token()).list_consumers(key_id) == \
         [image_consumer(image_id)]
     assert listener.log_text().count(failed) == 1
+    # its image.upload / image.activate handling, as the service user, is refused too: said
+    # so, not claimed missing (the key exists; alice's import registered the consumer)
+    log = listener.log_text()
+    assert f"image {image_id} names key {key_id}: Barbican refused these credentials" in log
+    assert f"names key {key_id}: {MISSING_KEY}" not in log
 
 
 # --- measured: a design within the default policies (not implemented) -----------------------
