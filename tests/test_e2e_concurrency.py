@@ -56,7 +56,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,34 +72,22 @@ from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer, KeyManager
 from img_crypt.keys.connect import connect
 from tests.servers.counting_proxy import CountingProxy, Exchange
-from tests.servers.glance import GlanceClient, ImportResult, RealGlance
+from tests.servers.glance import GlanceClient, ImportResult
 from tests.support.cli import cli
-from tests.support.e2e_glance import CONTAINER_FORMATS, glance_conf, plaintext
+from tests.support.e2e_glance import CONTAINER_FORMATS, glance_conf
+from tests.support.storm import (
+    ConcurrentGlance,
+    N,
+    concurrent_deletes,
+    concurrent_imports,
+    delete_one,
+    import_one,
+    stage,
+)
 
 PROJECT = "p-concurrency"
-N = 8
-SIZE = 192 * 1024 + 5
 LATENCY = 0.02  # seconds the proxy adds to each storm request, so requests overlap
 HOLD = 30.0  # longest a hook holds a request
-
-
-SQLITE_IMMEDIATE = Path(__file__).resolve().parent / "servers" / "sqlite_immediate"
-
-
-class ConcurrentGlance(RealGlance):
-    """RealGlance with 2 gunicorn gthread workers of 8 threads (the fixture has 1 x 4).
-
-    Its SQLite database takes the write lock at BEGIN (``tests/servers/sqlite_immediate``):
-    without that, concurrent import tasks deadlock inside SQLite ("database is locked") and
-    Glance leaves the image locked in ``uploading``; a production Glance uses MySQL.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(env={"PYTHONPATH": str(SQLITE_IMMEDIATE)}, **kwargs)
-
-    def _app_args(self, venv: Path) -> list[str]:
-        return ["-w", "2", "-k", "gthread", "--threads", "8", "--timeout", "120",
-                "--graceful-timeout", "5", "glance.wsgi.api:application"]
 
 
 @dataclass
@@ -166,30 +154,6 @@ def _drop_key(km: BarbicanKeyManager, kek: str) -> None:
 # --- Glance operations, one client per thread --------------------------------------------------
 
 
-def stage(b: Backend, count: int) -> list[str]:
-    """Create and stage ``count`` images, each with its own plaintext."""
-    ids: list[str] = []
-    with b.client() as client:
-        for _ in range(count):
-            image = client.create_image(name="storm", disk_format="raw",
-                                        container_format="bare")
-            b.data[image["id"]] = data = plaintext(SIZE)
-            client.stage(image["id"], data)
-            ids.append(image["id"])
-    return ids
-
-
-def import_one(b: Backend, image_id: str) -> ImportResult:
-    with b.client() as client:
-        client.import_image(image_id)
-        return client.wait_import(image_id)
-
-
-def delete_one(b: Backend, image_id: str) -> None:
-    with b.client() as client:
-        client.delete_image(image_id)
-
-
 def assert_active(b: Backend, results: dict[str, ImportResult]) -> None:
     for image_id, result in results.items():
         assert (result.status, result.task_status) == ("active", "success"), \
@@ -251,11 +215,6 @@ class Tally:
         self.secret_deletes += secret_deletes(log, b.kek)
         self.max_in_flight.append(b.proxy.max_in_flight)
         b.proxy.clear()
-
-
-def concurrent_imports(pool: ThreadPoolExecutor, b: Backend,
-                       ids: list[str]) -> dict[str, Future[ImportResult]]:
-    return {i: pool.submit(import_one, b, i) for i in ids}
 
 
 STORMS = [
@@ -324,8 +283,7 @@ def test_storm(open_backend: Callable[[str, str | None], Backend], tmp_path: Pat
 
         # Phase 3: delete every survivor at once.
         with b.proxy.hooks(before=latency):
-            for f in [pool.submit(delete_one, b, i) for i in survivors]:
-                f.result()
+            concurrent_deletes(pool, b, survivors)
     log = b.proxy.log()
     assert_exactly_once(log, kek, "POST", [])
     assert_exactly_once(log, kek, "DELETE", survivors)  # all 200: each before the key went

@@ -24,6 +24,7 @@ import pytest
 
 from barbican_mock import MockBarbican
 from img_crypt import envelope, luks, reconcile
+from img_crypt.errors import ForbiddenError
 from img_crypt.format import MAC_SIZE, WRAP_NONCE_SIZE, WRAPPED_DEK_SIZE, Header, KeySlot
 from img_crypt.glance import claims, lifecycle, listener, notifier, upload_guard, uploads
 from img_crypt.glance import properties as props
@@ -133,6 +134,26 @@ def test_a_missing_key_is_reported_and_the_other_key_still_registered(backend: B
     assert done == uploads.Registration(image["id"], (key_id,), (gone,))
     assert backend.consumer_ids(key_id) == [image["id"]]
 
+
+
+def test_a_key_the_credentials_may_not_use_is_reported_as_refused_not_as_missing(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """What img-crypt-listener's service user meets under Barbican's default policies: 403 on
+    a key that exists (measured in tests/test_e2e_realauth_listener.py)."""
+    key_id = backend.manager.create_key("theirs")
+
+    def refuse(*_: object) -> None:
+        raise ForbiddenError("list consumers of key: HTTP 403: Forbidden")
+
+    for method in ("list_consumers", "add_consumer"):
+        monkeypatch.setattr(backend.manager, method, refuse)
+    image = payload(os_encrypt_key_id=key_id)
+    with caplog.at_level("ERROR", logger="img_crypt.glance.uploads"):
+        done = upload(backend, image)
+    assert done == uploads.Registration(image["id"], (), (), (key_id,))
+    assert uploads.MISSING_KEY not in caplog.text
+    assert f"names key {key_id}: Barbican refused these credentials (HTTP 403)" in caplog.text
 
 # --- the in-Glance driver and the listener dispatch upload events -----------------------------
 

@@ -27,6 +27,9 @@ LOG = logging.getLogger("img_crypt.glance.uploads")
 UPLOAD_EVENTS = ("image.upload", "image.activate")
 """The Glance notifications after which an image's data is stored."""
 MISSING_KEY = "no such key in the image owner's project"
+REFUSED_KEY = ("Barbican refused these credentials (HTTP 403): another project's key, or "
+               "credentials without rights on the owner's keys (img-crypt-listener's service "
+               "user under Barbican's default policies)")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,9 @@ class Registration:
     registered: tuple[str, ...]
     """Key ids that now have the image as consumer."""
     missing: tuple[str, ...] = ()
-    """Key ids the image names that the owner's project does not have (or may not use)."""
+    """Key ids the image names that the owner's project does not have."""
+    refused: tuple[str, ...] = ()
+    """Key ids whose consumers Barbican would not let these credentials read or change."""
 
 
 def register_image(image: Mapping[str, Any], manager: KeyManager, *,
@@ -55,18 +60,22 @@ def register_image(image: Mapping[str, Any], manager: KeyManager, *,
         return None
     image_id = str(image["id"])
     consumer = Consumer(service=service, resource_type="image", resource_id=image_id)
-    registered, missing = [], []
+    registered: list[str] = []
+    missing: list[str] = []
+    refused: list[str] = []
     for key_id in claims:
         try:
             with Enrollment(manager) as enrollment:
                 enrollment.register(consumer, [key_id])
-        except (KeyNotFoundError, ForbiddenError):
-            LOG.error("image %s names key %s: %s; it is not protected by a consumer record",
-                      image_id, key_id, MISSING_KEY)
-            missing.append(key_id)
+        except (KeyNotFoundError, ForbiddenError) as e:
+            forbidden = isinstance(e, ForbiddenError)
+            LOG.error("image %s names key %s: %s; it %s by a consumer record", image_id,
+                      key_id, REFUSED_KEY if forbidden else MISSING_KEY,
+                      "may not be protected" if forbidden else "is not protected")
+            (refused if forbidden else missing).append(key_id)
             continue
         registered.append(key_id)
-    return Registration(image_id, tuple(registered), tuple(missing))
+    return Registration(image_id, tuple(registered), tuple(missing), tuple(refused))
 
 
 def on_image_upload(image: object, manager_for: Callable[[str | None], KeyManager], *,

@@ -140,6 +140,7 @@ def start_cloud() -> Iterator[Cloud]:
                              glance_password=glance_user.password)
         glance = stack.enter_context(RealGlance(notification_drivers=(), extra_conf=conf,
                                                    keystone=glance_user))
+        # the catalog names Glance: reconcile, img-crypt download and openstacksdk find it there
         admin.endpoint("image", "glance", glance.url)
         yield Cloud(keystone, barbican, glance, a, b,
                     AppCredential(keystone.auth_url, cred_id, secret, a),

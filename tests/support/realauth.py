@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,12 +14,13 @@ import pytest
 import requests
 from keystoneauth1.session import Session
 
+from img_crypt.errors import KeyNotFoundError
 from img_crypt.glance.context_auth import ContextAuth
 from img_crypt.keys.barbican import BarbicanKeyManager
 from img_crypt.keys.base import Consumer
 from tests.servers.cloud import Cloud, Member
 from tests.servers.glance import GlanceClient
-from tests.support.e2e_glance import import_image
+from tests.support.e2e_glance import MiB, import_image, plaintext
 
 
 def barbican_as(cloud: Cloud, token: str) -> BarbicanKeyManager:
@@ -50,6 +52,26 @@ class SecretAcl:
         self._call("DELETE")
 
 
+def key_gone(cloud: Cloud, key_id: str) -> bool:
+    """True when alice's project no longer has secret ``key_id``."""
+    try:
+        barbican_as(cloud, cloud.a.token()).key_info(key_id)
+    except KeyNotFoundError:
+        return True
+    return False
+
+
+def barbican_status(cloud: Cloud, token: str, method: str, path: str,
+                    json: dict[str, Any] | None = None) -> int:
+    """The HTTP status Barbican (microversion 1.2) answers ``method path`` as ``token``'s user."""
+    with requests.Session() as session:
+        session.trust_env = False
+        resp = session.request(method, f"{cloud.barbican.url}{path}", json=json, timeout=30,
+                               headers={"X-Auth-Token": token,
+                                        "OpenStack-API-Version": "key-manager 1.2"})
+    return resp.status_code
+
+
 def barbican_acl(cloud: Cloud, key_id: str, token: str) -> SecretAcl:
     """The ACL of secret ``key_id``."""
     return SecretAcl(f"{cloud.barbican.url}/v1/secrets/{key_id}/acl", token)
@@ -72,6 +94,30 @@ def encrypted_import(cloud: Cloud, token: str, project_id: str, data: Path,
     """glance-direct import as the token's user: (image id, ImportResult)."""
     with glance_as(cloud, token, project_id) as client:
         return import_image(client, data, **fields)
+
+
+def import_as_alice(cloud: Cloud, directory: Path) -> tuple[str, str]:
+    """An image alice imported (password): (image id, key id)."""
+    data = directory / "alice.raw"
+    data.write_bytes(plaintext(MiB + 5))
+    image_id, result = encrypted_import(cloud, cloud.a.token(), cloud.a.project_id, data)
+    assert result.task_status == "success", result.task_message
+    return image_id, str(result.image["os_encrypt_key_id"])
+
+
+def clouds_yaml_of(monkeypatch: pytest.MonkeyPatch, user: Member, directory: Path) -> None:
+    """A clouds.yaml entry ``mycloud`` of ``user`` (password) and ``OS_CLOUD=mycloud``, as the
+    README's cron line runs ``reconcile``; no other ``OS_*`` variable."""
+    for name in [n for n in os.environ if n.startswith("OS_")]:
+        monkeypatch.delenv(name)
+    path = directory / "clouds.yaml"
+    path.write_text(json.dumps({"clouds": {"mycloud": {
+        "auth": {"auth_url": user.auth_url, "username": user.name, "password": user.password,
+                 "project_name": user.project, "user_domain_name": "Default",
+                 "project_domain_name": "Default"},
+        "identity_api_version": 3, "interface": "public"}}}))  # JSON is YAML
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    monkeypatch.setenv("OS_CLOUD", "mycloud")
 
 
 def use_credentials_of(monkeypatch: pytest.MonkeyPatch, user: Member) -> None:
