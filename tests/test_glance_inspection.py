@@ -257,7 +257,9 @@ def test_a_client_encrypted_image_is_left_to_glance_and_not_read_for_inspection(
         raise AssertionError("a client-side encrypted image must not be inspected here")
 
     monkeypatch.setattr(inspection, "check", inspected)
-    imp = Import(tmp_path, crafted.qcow2_backing_file(tmp_path).read_bytes(), make_conf(), never,
+    # (with require_encryption the claim itself is checked: tests/test_glance_import_claims.py)
+    imp = Import(tmp_path, crafted.qcow2_backing_file(tmp_path).read_bytes(),
+                 make_conf(require_encryption=False), never,
                  disk_format="raw", extra={"os_encrypt_format": "luks",
                                            "os_encrypt_key_id": str(uuid.uuid4())})
     assert imp.run() == imp.file_path
