@@ -5,7 +5,8 @@ The README tells operators to list ``image_conversion`` first. These tests run t
 output_format = raw``) and the real Barbican, one Glance per plugin order / output format:
 
 - conversion first: Glance converts the qcow2 plaintext to raw (disk_format raw, container_format
-  bare), then our plugin encrypts that raw disk;
+  bare), then our plugin encrypts that raw disk; when our plugin refuses, the import fails
+  cleanly (our revert leaves the queued status to image_conversion's, which keeps disk_format raw);
 - encryption first: Glance's conversion inspects the ciphertext, finds it is not the qcow2 the
   image claims ("Image format mismatch") and the import fails with everything undone; a raw image
   passes (raw needs no conversion) but Glance overwrites virtual_size with the ciphertext's size;
