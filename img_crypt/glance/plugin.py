@@ -216,7 +216,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
                 action.pop_extra_property(name)
             if self.done.properties:
                 action.set_image_attribute(**self.done.attributes)
-            action.set_image_attribute(status="queued")
+            if action.image_status != "queued" and not _conversion_reverts_after(self.conf):
+                action.set_image_attribute(status="queued")
             if self.stores:
                 action.remove_importing_stores(self.stores)
                 action.add_failed_stores(self.stores)
@@ -235,6 +236,21 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             for line in done.enrollment.undo():
                 LOG.error("image %s: %s", self.image_id, line)
         done.dest = done.enrollment = None
+
+
+def _conversion_reverts_after(conf: cfg.ConfigOpts) -> bool:
+    """Whether Glance's image_conversion runs before us, so its revert comes after ours.
+
+    It sets the status to queued unconditionally, and Glance refuses queued -> queued: the
+    revert would fail and the image keep its import lock. A later plugin's revert (any
+    plugin listed after us) comes before ours: hence the status check in ``revert``.
+    """
+    try:
+        plugins = list(conf.image_import_opts.image_import_plugins)
+    except AttributeError:  # cfg.NoSuchOptError: not inside Glance
+        return False
+    ours = plugins.index("image_encryption") if "image_encryption" in plugins else 0
+    return "image_conversion" in plugins[:ours]
 
 
 def get_flow(**kwargs: Any) -> Any:
