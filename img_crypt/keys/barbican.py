@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Literal
 
-from barbicanclient import client as bc_client
 from barbicanclient import exceptions as bc_exc
+from barbicanclient.v1 import client as bc_v1
 from keystoneauth1.session import Session
 
 from img_crypt.errors import (
@@ -54,6 +54,22 @@ _SUFFIX_HEX = 12
 _SUFFIX = re.compile(rf"-[0-9a-f]{{{_SUFFIX_HEX}}}\Z")
 
 
+class _Client(bc_v1.Client):  # type: ignore[misc]
+    """python-barbicanclient's v1 client at the microversion :meth:`Http.era` chose.
+
+    The client's own constructor asks the server again (one more GET of the version document
+    per manager, so per import and per hook run); the era already answered it. Should a later
+    client rename the method, it asks the server as before: slower, never wrong.
+    """
+
+    def __init__(self, *, microversion: str, **kwargs: Any) -> None:
+        self._known = microversion
+        super().__init__(microversion=microversion, **kwargs)
+
+    def _get_max_supported_version(self, *args: Any) -> str:
+        return self._known
+
+
 class BarbicanKeyManager(KeyManager):
     """KEKs in Barbican, for one project, through one keystoneauth session.
 
@@ -70,6 +86,7 @@ class BarbicanKeyManager(KeyManager):
         self.service, self.consumer_policy = service, consumers
         self.order_timeout = order_timeout
         self._client: Any = None
+        self._made: set[str] = set()  # secrets this manager created: binary, 256-bit
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -83,9 +100,10 @@ class BarbicanKeyManager(KeyManager):
         """A python-barbicanclient client at the discovered microversion."""
         if self._client is None:
             era = self.era
-            self._client = self.http.call("connect to Barbican", lambda: bc_client.Client(
+            self._client = self.http.call("connect to Barbican", lambda: _Client(
                 session=self.http.session, endpoint=self.http.root,
-                project_id=self.http.project_id, microversion=era.microversion))
+                project_id=self.http.project_id, microversion=era.microversion,
+                version="v1", service_type="key-manager", interface="public"))
         return self._client
 
     @staticmethod
@@ -110,6 +128,7 @@ class BarbicanKeyManager(KeyManager):
             LOG.warning("key order failed (%s); storing a locally generated key instead", e)
             self._delete_by_name(label)
             ref = self._store_key(label)
+        self._made.add(_secret_id(ref))
         return _secret_id(ref)
 
     def _order_key(self, label: str) -> str:
@@ -166,13 +185,16 @@ class BarbicanKeyManager(KeyManager):
         The metadata comes through python-barbicanclient; the payload of a binary secret only
         through :meth:`Http.payload` (never logged). Any other secret (a text passphrase, say)
         is refused without fetching it: the client would fetch it with its own content type,
-        and keystoneauth logs text bodies at DEBUG.
+        and keystoneauth logs text bodies at DEBUG. A key this manager created (binary, by
+        :meth:`create_key`) skips the metadata: only its payload is fetched.
         """
         ref = self._ref(key_id)
         era = self.era
 
         def fetch() -> bytes | None:
-            if self.client.secrets.get(ref).payload_content_type != _BINARY:
+            # a key this manager created is binary: one request, not two, for the import
+            if ref not in self._made and \
+                    self.client.secrets.get(ref).payload_content_type != _BINARY:
                 return None
             return self.http.payload(ref, era)
 
