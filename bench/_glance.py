@@ -58,7 +58,7 @@ def measure(data: Path, warm_up: Path, runs: int,
         sys.path.insert(0, str(REPO))
     from tests.servers.barbican import BARBICAN_VERSION, RealBarbican
     from tests.servers.glance import GLANCE_VERSION, GlanceClient, RealGlance
-    from tests.test_e2e_glance import CONTAINER_FORMATS, glance_conf
+    from tests.support.e2e_glance import CONTAINER_FORMATS, glance_conf
 
     times: dict[str, list[float]] = {"plain": [], "plugin": []}
     with RealBarbican() as barbican:
