@@ -1,7 +1,9 @@
 """What an import costs beyond the encryption itself, and that the cuts keep every safety rule.
 
 - The Barbican era is discovered once per process and endpoint (``shared_endpoint``), not once
-  per import or hook run; it is rediscovered after ``SHARED_TTL``.
+  per import or hook run; it is rediscovered after ``SHARED_TTL`` (tests/conftest.py clears it
+  around every test). python-barbicanclient does not negotiate it a second time, and a key the
+  manager just created is fetched without its metadata.
 - The consumer is registered while the data is encrypted; nothing is published before both
   ended, and a failure of either is undone only after both ended.
 - Each import logs how long each of its steps took, at DEBUG.
@@ -44,10 +46,8 @@ class Context:
 
 @pytest.fixture
 def proxy() -> Iterator[CountingProxy]:
-    _barbican_http._shared.clear()
     with MockBarbican(era="2026.2") as mock, CountingProxy(mock.url) as front:
         yield front
-    _barbican_http._shared.clear()
 
 
 @pytest.fixture(params=["local", "2026.2"])
@@ -80,15 +80,12 @@ def test_the_service_credential_managers_share_the_discovered_era_too(
 
 
 def test_the_shared_endpoint_is_per_url_and_the_same_for_a_v1_suffix() -> None:
-    _barbican_http._shared.clear()
     first = _barbican_http.shared_endpoint("http://barbican.test:9311")
     assert _barbican_http.shared_endpoint("http://barbican.test:9311/v1/") is first
     assert _barbican_http.shared_endpoint("http://other.test:9311") is not first
-    _barbican_http._shared.clear()
 
 
 def test_the_shared_endpoint_is_rediscovered_once_it_is_older_than_the_ttl() -> None:
-    _barbican_http._shared.clear()
     now = [1000.0]
 
     def endpoint() -> Any:
@@ -101,7 +98,6 @@ def test_the_shared_endpoint_is_rediscovered_once_it_is_older_than_the_ttl() -> 
     now[0] += 0.1
     renewed = endpoint()
     assert renewed is not first and renewed.known_era is None
-    _barbican_http._shared.clear()
 
 
 # --- the consumer, registered during the encryption -------------------------------------------
