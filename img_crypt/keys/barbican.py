@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Literal
 
+from barbicanclient import client as bc_client
 from barbicanclient import exceptions as bc_exc
-from barbicanclient.v1 import client as bc_v1
 from keystoneauth1.session import Session
 
 from img_crypt.errors import (
@@ -54,22 +54,6 @@ _SUFFIX_HEX = 12
 _SUFFIX = re.compile(rf"-[0-9a-f]{{{_SUFFIX_HEX}}}\Z")
 
 
-class _Client(bc_v1.Client):  # type: ignore[misc]
-    """python-barbicanclient's v1 client at the microversion :meth:`Http.era` chose.
-
-    The client's own constructor asks the server again (one more GET of the version document
-    per manager, so per import and per hook run); the era already answered it. Should a later
-    client rename the method, it asks the server as before: slower, never wrong.
-    """
-
-    def __init__(self, *, microversion: str, **kwargs: Any) -> None:
-        self._known = microversion
-        super().__init__(microversion=microversion, **kwargs)
-
-    def _get_max_supported_version(self, *args: Any) -> str:
-        return self._known
-
-
 class BarbicanKeyManager(KeyManager):
     """KEKs in Barbican, for one project, through one keystoneauth session.
 
@@ -100,10 +84,9 @@ class BarbicanKeyManager(KeyManager):
         """A python-barbicanclient client at the discovered microversion."""
         if self._client is None:
             era = self.era
-            self._client = self.http.call("connect to Barbican", lambda: _Client(
+            self._client = self.http.call("connect to Barbican", lambda: bc_client.Client(
                 session=self.http.session, endpoint=self.http.root,
-                project_id=self.http.project_id, microversion=era.microversion,
-                version="v1", service_type="key-manager", interface="public"))
+                project_id=self.http.project_id, microversion=era.microversion))
         return self._client
 
     @staticmethod
