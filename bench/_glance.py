@@ -87,7 +87,6 @@ def _servers(formats: Mapping[str, str | None]) -> Iterator[tuple[dict[str, tupl
                 server.stop()
 
 
-
 def measure(data: Path, warm_up: Path, runs: int,
             log: Callable[[str], None]) -> dict[str, Any]:
     """Median import seconds with and without the plugin, and the per-run ratios."""

@@ -37,6 +37,7 @@ from typing import Any
 import _glance
 import _report
 import _tools
+import import_sweep
 from _child import MIB, BenchError, sizes_arg, spawn
 from _child import make_input as write_input
 from _child import sha256_file as sha256
@@ -292,7 +293,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the inputs and keys afterwards")
     p.add_argument("--update-readme", action="store_true",
                    help="rewrite the README block between the bench markers")
+    p.add_argument("--only", choices=["import-sweep"],
+                   help="run one item alone: import-sweep (default sizes 16..2048 MiB)")
     args = p.parse_args(argv)
+    if args.only == "import-sweep":
+        args.sizes_mib = args.sizes_mib or import_sweep.SIZES
     args.sizes_mib = args.sizes_mib or (SMOKE_SIZES if args.smoke else SIZES)
     args.runs = args.runs or (1 if args.smoke else 3)
     if args.runs < 1:
@@ -309,9 +314,32 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def sweep(args: argparse.Namespace) -> int:
+    """``--only import-sweep``: import time by size with and without the plugin."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    load_before = loadavg()
+    try:
+        result = import_sweep.measure(args.sizes_mib, args.runs, args.workdir, log)
+    except (RuntimeError, OSError, TimeoutError) as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            for size in args.sizes_mib:
+                for name in (f"sweep-{size}MiB.bin", f"sweep-{size}MiB.bin.sha256"):
+                    (args.workdir / name).unlink(missing_ok=True)
+    result["machine"] = machine(load_before) | {"load_after": loadavg()}
+    import_sweep.write(result, args.out_dir)
+    print(import_sweep.markdown(result), end="")
+    print(f"results: {args.out_dir / 'import_sweep.md'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, report, write; 0 when it measured, 1 on an error."""
     args = parse(argv)
+    if args.only == "import-sweep":
+        return sweep(args)
     tools = _tools.crypto_tools()
     skipped = {t.name: why for t in tools if (why := t.missing())}
     if _tools.openssl_version() is None:

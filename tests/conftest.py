@@ -204,3 +204,15 @@ def real_cloud() -> Iterator[Any]:
 
     with start_cloud() as cloud:
         yield cloud
+
+
+# --- Barbican endpoints shared per process (img_crypt.keys._barbican_http.shared_endpoint) -----
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_barbican_endpoints() -> Iterator[None]:
+    """Each test discovers its Barbican anew: a mock of another era may reuse a port."""
+    from img_crypt.keys import _barbican_http
+
+    _barbican_http._shared.clear()
+    yield
+    _barbican_http._shared.clear()

@@ -25,6 +25,7 @@ from oslo_config import cfg
 from img_crypt.errors import KeyManagerError
 from img_crypt.glance.context_auth import request_endpoint, request_session
 from img_crypt.glance.opts import AUTH_GROUP, GROUP, register_opts
+from img_crypt.keys._barbican_http import shared_endpoint
 from img_crypt.keys.barbican import BarbicanKeyManager
 
 
@@ -49,7 +50,8 @@ def _manager(conf: cfg.ConfigOpts, session: Session, endpoint: str | None,
         raise KeyManagerError("no Barbican endpoint: set [barbican] barbican_endpoint or "
                               "register key-manager in the service catalog")
     group = conf[GROUP]
-    return BarbicanKeyManager(session, endpoint, project_id=project_id,
+    # one era discovery per Barbican and process, not one per import and hook run
+    return BarbicanKeyManager(session, shared_endpoint(endpoint), project_id=project_id,
                               service=group.consumer_service, consumers=group.consumers)
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,16 @@ class _Done:
     dest: Path | None = None
     properties: list[str] = field(default_factory=list)
     attributes: dict[str, str | None] = field(default_factory=dict)  # the values before
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for the DEBUG log
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the wall time of the block to ``seconds[step]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
 
 
 class EncryptImage(task.Task):  # type: ignore[misc]
@@ -166,45 +179,61 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         policy = self._policy()
         consumer = Consumer(service=group.consumer_service, resource_type="image",
                             resource_id=self.image_id)  # checked before anything is created
-        manager = self.key_manager(self.conf, self.context)
-        done.enrollment = enrolled = Enrollment(manager)
-        key_id = enrolled.key(group.kek_id or
-                              NewKey(per_image_key_name(
-                                  self.image_id,
-                                  delete_with_image=policy == props.ON_IMAGE_DELETION)))
-        key = manager.get_key(key_id)
+        with done.timed("key"):
+            manager = self.key_manager(self.conf, self.context)
+            done.enrollment = enrolled = Enrollment(manager)
+            key_id = enrolled.key(group.kek_id or
+                                  NewKey(per_image_key_name(
+                                      self.image_id,
+                                      delete_with_image=policy == props.ON_IMAGE_DELETION)))
+        with done.timed("get"):
+            key = manager.get_key(key_id)
         # a KEK Cinder cannot use is refused before the image is registered on it
         secret = luks.passphrase(key, key_id) if group.format == "luks" else b""
-        enrolled.register(consumer, [key_id])
         sized: dict[str, int] = {}
-        if group.format == "luks":
-            result = luks_output.encrypt_file(self.src, disk_format, secret)
-            done.dest, sizes = result.path, (result.plaintext_size, result.file_size)
-            new = props.luks_properties(key_id=key_id, policy=policy,
-                                        plaintext_size=result.plaintext_size)
-            attributes = {"container_format": "bare", "disk_format": "raw"}
-        else:
-            kek = Kek(kind=manager.kind, key_id=key_id, key=key)
-            done.dest, summary = staged.encrypt_file(self.src, kek, uuid.UUID(self.image_id))
-            sizes = (summary.plaintext_size, summary.file_size)
-            new = props.encrypted_properties(
-                header_size=summary.header_size, key_id=key_id, policy=policy,
-                plaintext_size=summary.plaintext_size,
-                container_format=container_format or "bare")
-            attributes = {"container_format": group.container_format}
-            if virtual_size is not None:  # Glance cannot inspect ciphertext: say it for it
-                sized["virtual_size"] = virtual_size
-        with self.action_wrapper as action:
+        # The consumer is registered while the data is encrypted; both finish before anything
+        # is published, and a failure of either is undone after both ended (execute).
+        with ThreadPoolExecutor(1, thread_name_prefix="img-crypt-consumer") as pool:
+            registered = pool.submit(self._timed_call, "consumer",
+                                     lambda: enrolled.register(consumer, [key_id]))
+            with done.timed("encrypt"):
+                if group.format == "luks":
+                    result = luks_output.encrypt_file(self.src, disk_format, secret)
+                    done.dest, sizes = result.path, (result.plaintext_size, result.file_size)
+                    new = props.luks_properties(key_id=key_id, policy=policy,
+                                                plaintext_size=result.plaintext_size)
+                    attributes = {"container_format": "bare", "disk_format": "raw"}
+                else:
+                    kek = Kek(kind=manager.kind, key_id=key_id, key=key)
+                    done.dest, summary = staged.encrypt_file(self.src, kek,
+                                                             uuid.UUID(self.image_id))
+                    sizes = (summary.plaintext_size, summary.file_size)
+                    new = props.encrypted_properties(
+                        header_size=summary.header_size, key_id=key_id, policy=policy,
+                        plaintext_size=summary.plaintext_size,
+                        container_format=container_format or "bare")
+                    attributes = {"container_format": group.container_format}
+                    if virtual_size is not None:  # Glance cannot inspect ciphertext: say it
+                        sized["virtual_size"] = virtual_size
+        registered.result()  # the registration's own error, once the encryption succeeded
+        with done.timed("publish"), self.action_wrapper as action:
             before = {"container_format": container_format, "disk_format": disk_format,
                       "virtual_size": None}
             done.attributes = {name: before[name] for name in [*attributes, *sized]}
             action.set_image_attribute(size=sizes[1], **attributes, **sized)
             done.properties = list(new)
             action.set_image_extra_properties(new)
-        self.src.unlink()  # no plaintext stays in staging
+        with done.timed("unlink"):
+            self.src.unlink()  # no plaintext stays in staging
         LOG.info("image %s encrypted (%s) with key %s: %d -> %d bytes", self.image_id,
                  group.format, key_id, *sizes)
+        LOG.debug("image %s: %s", self.image_id,
+                  ", ".join(f"{step} {t:.3f} s" for step, t in done.seconds.items()))
         return f"file://{done.dest}"
+
+    def _timed_call(self, step: str, call: Callable[[], None]) -> None:
+        with self.done.timed(step):
+            call()
 
     # --- revert --------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Barbican eras (shared/notes/openstack.md section 2): microversioned servers (Zed
 answer the version document with ``max_version``; older ones answer the "stable" document and
 are treated as microversion 1.0. Whether a 1.0 server has the consumer API (Ussuri to Yoga)
 or not (Train) is learnt from the first consumer call. Both facts live on an :class:`Endpoint`
-object, which managers of one server may share by passing it in; nothing is cached per process.
+object, which managers of one server may share by passing it in. A long-lived process that
+makes a manager per request (Glance) takes its Endpoint from :func:`shared_endpoint`: one per
+URL, rediscovered after :data:`SHARED_TTL` seconds; the CLI caches nothing.
 """
 
 from __future__ import annotations
@@ -90,6 +92,25 @@ class Endpoint:
         """Remember whether the server serves consumers."""
         with self._lock:
             self._consumer_api = present
+
+
+SHARED_TTL = 300.0
+"""Seconds a process keeps what it learnt about an endpoint (an upgraded Barbican is seen)."""
+_shared: dict[str, tuple[float, Endpoint]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_endpoint(url: str, *, ttl: float = SHARED_TTL,
+                    clock: Callable[[], float] = time.monotonic) -> Endpoint:
+    """The :class:`Endpoint` of ``url`` in this process; a new one once ``ttl`` seconds old."""
+    fresh = Endpoint(url)
+    now = clock()
+    with _shared_lock:
+        known = _shared.get(fresh.root)
+        if known is not None and now - known[0] < ttl:
+            return known[1]
+        _shared[fresh.root] = (now, fresh)
+        return fresh
 
 
 def _parse(version: str) -> tuple[int, int]:

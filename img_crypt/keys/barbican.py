@@ -70,6 +70,7 @@ class BarbicanKeyManager(KeyManager):
         self.service, self.consumer_policy = service, consumers
         self.order_timeout = order_timeout
         self._client: Any = None
+        self._made: set[str] = set()  # secrets this manager created: binary, 256-bit
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -110,6 +111,7 @@ class BarbicanKeyManager(KeyManager):
             LOG.warning("key order failed (%s); storing a locally generated key instead", e)
             self._delete_by_name(label)
             ref = self._store_key(label)
+        self._made.add(_secret_id(ref))
         return _secret_id(ref)
 
     def _order_key(self, label: str) -> str:
@@ -166,13 +168,16 @@ class BarbicanKeyManager(KeyManager):
         The metadata comes through python-barbicanclient; the payload of a binary secret only
         through :meth:`Http.payload` (never logged). Any other secret (a text passphrase, say)
         is refused without fetching it: the client would fetch it with its own content type,
-        and keystoneauth logs text bodies at DEBUG.
+        and keystoneauth logs text bodies at DEBUG. A key this manager created (binary, by
+        :meth:`create_key`) skips the metadata: only its payload is fetched.
         """
         ref = self._ref(key_id)
         era = self.era
 
         def fetch() -> bytes | None:
-            if self.client.secrets.get(ref).payload_content_type != _BINARY:
+            # a key this manager created is binary: one request, not two, for the import
+            if ref not in self._made and \
+                    self.client.secrets.get(ref).payload_content_type != _BINARY:
                 return None
             return self.http.payload(ref, era)
 
