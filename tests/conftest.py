@@ -216,3 +216,16 @@ def _fresh_shared_barbican_endpoints() -> Iterator[None]:
     _barbican_http._shared.clear()
     yield
     _barbican_http._shared.clear()
+
+
+# --- a client of the module's real Glance (modules that define a ``glance`` fixture) --------
+
+
+@pytest.fixture
+def client(glance: Any) -> Iterator[Any]:
+    """A ``GlanceClient`` of the requesting module's ``glance`` server, as the test project."""
+    from tests.servers.glance import GlanceClient
+    from tests.support.e2e_glance import PROJECT
+
+    with GlanceClient(glance.url, PROJECT) as c:
+        yield c

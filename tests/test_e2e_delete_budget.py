@@ -18,7 +18,7 @@ import pytest
 
 from barbican_mock import Faults, MockBarbican
 from tests.servers.glance import GlanceClient, RealGlance
-from tests.support.e2e_glance import PROJECT, MiB, import_image, plaintext, start_glance
+from tests.support.e2e_glance import PROJECT, MiB, encrypted_image, plaintext, start_glance
 from tests.support.listener_proc import wait_for
 
 BUDGET = 1.0
@@ -49,13 +49,6 @@ def data_file(tmp_path: Path) -> Path:
     path = tmp_path / "disk.raw"
     path.write_bytes(plaintext(MiB + 1))
     return path
-
-
-def encrypted_image(glance: RealGlance, data_file: Path) -> tuple[str, str]:
-    with GlanceClient(glance.url, PROJECT) as client:
-        image_id, result = import_image(client, data_file)
-    assert result.task_status == "success", result.task_message
-    return image_id, str(result.image["os_encrypt_key_id"])
 
 
 def timed_delete(glance: RealGlance, image_id: str) -> float:

@@ -40,12 +40,6 @@ def glance(real_barbican: Any) -> Iterator[RealGlance]:
         server.stop()
 
 
-@pytest.fixture
-def client(glance: RealGlance) -> Iterator[GlanceClient]:
-    with GlanceClient(glance.url, PROJECT) as c:
-        yield c
-
-
 # --- import -----------------------------------------------------------------------------------
 
 

@@ -44,12 +44,6 @@ def glance(real_barbican: Any) -> Iterator[RealGlance]:
         server.stop()
 
 
-@pytest.fixture
-def client(glance: RealGlance) -> Iterator[GlanceClient]:
-    with GlanceClient(glance.url, PROJECT) as c:
-        yield c
-
-
 def unlocked(path: Path, key: bytes, size: int) -> bytes:
     out = io.BytesIO()
     with open(path, "rb") as source:

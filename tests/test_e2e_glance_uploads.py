@@ -39,12 +39,6 @@ def glance(real_barbican: Any) -> Iterator[RealGlance]:
         server.stop()
 
 
-@pytest.fixture
-def client(glance: RealGlance) -> Iterator[GlanceClient]:
-    with GlanceClient(glance.url, PROJECT) as c:
-        yield c
-
-
 def consumer(image_id: str) -> Consumer:
     return Consumer(service="image", resource_type="image", resource_id=image_id)
 

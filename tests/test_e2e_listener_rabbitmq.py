@@ -22,8 +22,8 @@ from tests.support.e2e_glance import (
     CONTAINER_FORMATS,
     PROJECT,
     MiB,
+    encrypted_image,
     glance_conf,
-    import_image,
     plaintext,
 )
 from tests.support.listener_proc import ListenerProcess, wait_for
@@ -72,14 +72,6 @@ def data_file(tmp_path: Path) -> Path:
     path = tmp_path / "disk.raw"
     path.write_bytes(plaintext(MiB + 5))
     return path
-
-
-def encrypted_image(glance: RealGlance, data_file: Path) -> tuple[str, str]:
-    """Import one image; (image id, its per-image key id)."""
-    with GlanceClient(glance.url, PROJECT) as client:
-        image_id, result = import_image(client, data_file)
-    assert result.task_status == "success", result.task_message
-    return image_id, str(result.image["os_encrypt_key_id"])
 
 
 def key_ids(barbican: MockBarbican) -> set[str]:

@@ -74,6 +74,14 @@ def import_image(client: GlanceClient, data_path: Path, *, method: str = "glance
     return image["id"], client.wait_import(image["id"])
 
 
+def encrypted_image(glance: RealGlance, data_file: Path) -> tuple[str, str]:
+    """Import ``data_file`` into ``glance`` (with the plugin); (image id, its key id)."""
+    with GlanceClient(glance.url, PROJECT) as client:
+        image_id, result = import_image(client, data_file)
+    assert result.task_status == "success", result.task_message
+    return image_id, str(result.image["os_encrypt_key_id"])
+
+
 def decrypt_cli(src: Path, dest: Path, barbican_url: str, image_id: str) -> int:
     return main(["decrypt", str(src), str(dest), "--key-manager", "barbican",
                  "--barbican-url", barbican_url, "--project-id", PROJECT,
