@@ -40,14 +40,19 @@ def usable_cores() -> int:
 
 
 def default_threads() -> int:
-    """The workers used when none are asked for: the usable cores, at most 8."""
+    """What ``--threads auto`` asks for: the usable cores, at most 8."""
     return min(usable_cores(), DEFAULT_MAX_THREADS)
 
 
 def workers(threads: int | None) -> int:
-    """The workers for ``threads`` (None: :func:`default_threads`); 1 means no pool."""
+    """The workers for ``threads``; None and 1 mean no pool (the one-thread streaming path).
+
+    One thread is the default: cryptography's streaming Cobblestone ciphers a whole read in
+    one call, while the pool makes one AES-GCM call per 16 KiB chunk from Python, and on the
+    2-core machine measured (bench/results.md) two threads were slower than that one.
+    """
     if threads is None:
-        return default_threads()
+        return 1
     if isinstance(threads, bool) or not isinstance(threads, int) \
             or not 1 <= threads <= MAX_THREADS:
         raise InvalidValueError(f"threads must be a whole number from 1 to {MAX_THREADS}")

@@ -254,12 +254,14 @@ def _derived() -> Any:
 
 # --- how many threads --------------------------------------------------------------------------
 
-def test_the_default_is_the_usable_cores_at_most_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_is_one_thread_and_auto_the_usable_cores_at_most_eight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     if hasattr(os, "sched_getaffinity"):
         assert _payload_parallel.usable_cores() == len(os.sched_getaffinity(0))
     for cores, expected in ((1, 1), (2, 2), (8, 8), (64, 8)):
         monkeypatch.setattr(_payload_parallel, "usable_cores", lambda cores=cores: cores)
-        assert _payload_parallel.workers(None) == expected
+        assert _payload_parallel.workers(None) == 1
+        assert _payload_parallel.default_threads() == expected
 
 
 def _count_parallel_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -313,8 +315,8 @@ def _encrypt(store: Path, *extra: str) -> Run:
                *extra)
 
 
-@pytest.mark.parametrize("env", [None, "1", "3"])
-@pytest.mark.parametrize("flag", [None, "1", "2"])
+@pytest.mark.parametrize("env", [None, "1", "3", "auto"])
+@pytest.mark.parametrize("flag", [None, "1", "2", "auto"])
 def test_the_cli_takes_threads_from_the_flag_then_the_environment(
         store: Path, monkeypatch: pytest.MonkeyPatch, flag: str | None,
         env: str | None) -> None:
@@ -332,7 +334,8 @@ def test_the_cli_takes_threads_from_the_flag_then_the_environment(
 
     assert result.code == 0, result.err
     assert (store.parent / "back").read_bytes() == (store.parent / "plain").read_bytes()
-    expected = int(flag or env or 4)
+    asked = flag or env or "1"
+    expected = 4 if asked == "auto" else int(asked)
     assert runs == ([] if expected == 1 else [expected, expected])
 
 

@@ -6,13 +6,13 @@ import argparse
 import os
 import re
 
-from img_crypt._payload_parallel import DEFAULT_MAX_THREADS, MAX_THREADS
+from img_crypt._payload_parallel import DEFAULT_MAX_THREADS, MAX_THREADS, default_threads
 from img_crypt._text import printable
 from img_crypt.errors import UsageError
 
 ENV = "IMG_CRYPT_THREADS"
-HELP = (f"cipher chunks on N threads, 1 to {MAX_THREADS} (default: ${ENV}, else the usable "
-        f"cores, at most {DEFAULT_MAX_THREADS}); 1 is the one-thread streaming path")
+HELP = (f"cipher chunks on N threads, 1 to {MAX_THREADS}, or 'auto' (the usable cores, at "
+        f"most {DEFAULT_MAX_THREADS}); default: ${ENV}, else 1, the one-thread streaming path")
 
 
 def add_option(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,9 @@ def threads(args: argparse.Namespace) -> int | None:
         text, where = os.environ.get(ENV), ENV
         if not text:
             return None
+    if text == "auto":
+        return default_threads()
     if re.fullmatch(r"[0-9]{1,4}", text) is None or not 1 <= int(text) <= MAX_THREADS:
-        raise UsageError(f"{where} must be a whole number from 1 to {MAX_THREADS}, not "
+        raise UsageError(f"{where} must be 'auto' or a whole number from 1 to {MAX_THREADS}, not "
                          f"{printable(repr(text))}")
     return int(text)
