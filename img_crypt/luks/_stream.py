@@ -87,16 +87,22 @@ def encrypt(src: Input, dst: Writable, passphrase: bytes, *,
     """
     prefix, master = build_header(passphrase)
     write_all(dst, prefix)
+    with Source(src, read_size) as source:
+        for piece in _encrypted_sectors(source, master, read_size):
+            write_all(dst, piece)
+        return source.consumed
+
+
+def _encrypted_sectors(source: Source, master: bytes, read_size: int) -> Iterator[memoryview]:
+    """The encrypted payload of ``source``, in views of one buffer (each valid until the next)."""
     cipher = SectorCipher(master, decrypt=False)
     out = bytearray(read_size + SECTOR)
     sector = 0
-    with Source(src, read_size) as source:
-        for chunk, _padded in _sectors(source):
-            n = len(chunk)
-            cipher.run(chunk, sector, out)
-            write_all(dst, memoryview(out)[:n])
-            sector += n // SECTOR
-        return source.consumed
+    for chunk, _padded in _sectors(source):
+        n = len(chunk)
+        cipher.run(chunk, sector, out)
+        yield memoryview(out)[:n]
+        sector += n // SECTOR
 
 
 def image_size(plaintext_size: int) -> int:
@@ -113,15 +119,9 @@ def encrypted_chunks(src: Input, passphrase: bytes, *,
     """
     prefix, master = build_header(passphrase)
     yield prefix
-    cipher = SectorCipher(master, decrypt=False)
-    out = bytearray(read_size + SECTOR)
-    sector = 0
     with Source(src, read_size) as source:
-        for chunk, _padded in _sectors(source):
-            n = len(chunk)
-            cipher.run(chunk, sector, out)
-            yield bytes(out[:n])
-            sector += n // SECTOR
+        for piece in _encrypted_sectors(source, master, read_size):
+            yield bytes(piece)
 
 
 def _skip(source: Source, count: int) -> None:
