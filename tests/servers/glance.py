@@ -567,7 +567,8 @@ class GlanceClient:
 
         Glance holds the task id in the image property ``os_glance_import_task`` while the
         task runs (it is set before the import call answers 202) and removes it when the task
-        ends, on success and on failure. The image can be ``active`` before that.
+        ends, on success and on failure. The image can be ``active`` before that, and the task
+        can still say ``processing`` a moment after the lock went: that is waited out too.
         """
         deadline = time.monotonic() + timeout
         task_id: str | None = None
@@ -577,8 +578,11 @@ class GlanceClient:
                 raise GlanceError("GET", f"/v2/images/{image_id}", 404, "image disappeared")
             lock = image.get("os_glance_import_task")
             if not lock:
-                return ImportResult(image, self._find_task(image_id, task_id))
-            task_id = task_id or str(lock)
+                result = ImportResult(image, self._find_task(image_id, task_id))
+                if result.task is None or result.task_status in ("success", "failure") \
+                        or time.monotonic() > deadline:
+                    return result
+            task_id = task_id or (str(lock) if lock else None)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"import of {image_id} still running after {timeout} s: {image}")
             time.sleep(0.2)
