@@ -37,6 +37,10 @@ from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.naming import per_image_key_name
 
+STEPS = ("key", "get", "consumer", "encrypt", "publish", "unlink")
+"""The import's timed steps, in the order its DEBUG line gives them (consumer and encrypt
+run at the same time, so their finishing order varies)."""
+
 LOG = logging.getLogger("img_crypt.glance.plugin")
 
 
@@ -228,7 +232,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         LOG.info("image %s encrypted (%s) with key %s: %d -> %d bytes", self.image_id,
                  group.format, key_id, *sizes)
         LOG.debug("image %s: %s", self.image_id,
-                  ", ".join(f"{step} {t:.3f} s" for step, t in done.seconds.items()))
+                  ", ".join(f"{step} {done.seconds[step]:.3f} s" for step in STEPS
+                            if step in done.seconds))
         return f"file://{done.dest}"
 
     def _timed_call(self, step: str, call: Callable[[], None]) -> None:
