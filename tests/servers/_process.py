@@ -244,11 +244,14 @@ class GunicornServer(abc.ABC):
 
 
 def install_once(venv: Path, lock_file: Path, requirements: Sequence[str], what: str,
-                 stamp_name: str = ".img-crypt-install-complete") -> Path:
-    """Create ``venv`` with ``requirements`` once (file lock; stamp file written last).
+                 stamp_name: str = ".img-crypt-install-complete",
+                 check: tuple[Sequence[str], str] | None = None) -> Path:
+    """Create ``venv`` with ``requirements`` (pip arguments) once (file lock; stamp file
+    written last).
 
     A venv whose stamp differs (other requirements, another base interpreter) or that lacks
-    the stamp (a broken half-install) is rebuilt.
+    the stamp (a broken half-install) is rebuilt. ``check`` (arguments to the venv's python,
+    and what a failure means) runs before the stamp is written.
     """
     stamp = "\n".join((*requirements, base_python())) + "\n"
 
@@ -272,6 +275,8 @@ def install_once(venv: Path, lock_file: Path, requirements: Sequence[str], what:
             run([str(venv / "bin" / "python"), "-m", "pip", "install",
                  "--disable-pip-version-check", "--quiet", *requirements],
                 "pip install " + " ".join(requirements))
+            if check is not None:
+                run([str(venv / "bin" / "python"), *check[0]], check[1])
             tmp = venv / (stamp_name + ".tmp")
             tmp.write_text(stamp)
             os.replace(tmp, venv / stamp_name)

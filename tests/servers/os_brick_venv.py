@@ -11,15 +11,12 @@ tests fail, never skip.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.servers._process import SERVERS_DIR, base_python, clean_env, run
+from tests.servers._process import SERVERS_DIR, clean_env, install_once
 
 OS_BRICK_VERSION = "7.1.1"
 REQUIREMENTS = (
@@ -38,42 +35,12 @@ IMPORT_CHECK = ("import os_brick.utils, os_brick.encryptors.luks, "
                 "castellan.common.objects.symmetric_key")
 
 
-def _stamp_text() -> str:
-    return "\n".join(("--no-deps", *REQUIREMENTS, base_python())) + "\n"
-
-
-def _venv_complete(venv: Path) -> bool:
-    try:
-        text = (venv / STAMP_NAME).read_text()
-    except OSError:
-        return False
-    return text == _stamp_text() and (venv / "bin" / "python").exists()
-
-
 def ensure_venv() -> Path:
     """Return the os-brick virtualenv, creating it once (file lock; stamp file written last)."""
-    if _venv_complete(VENV_DIR):
-        return VENV_DIR
-    SERVERS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _venv_complete(VENV_DIR):  # another process finished it while we waited
-                return VENV_DIR
-            if VENV_DIR.exists() or VENV_DIR.is_symlink():  # a broken half-install
-                shutil.rmtree(VENV_DIR)
-            python = str(VENV_DIR / "bin" / "python")
-            run([base_python(), "-m", "venv", str(VENV_DIR)], "creating the os-brick venv")
-            run([python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
-                 "--no-deps", *REQUIREMENTS], "pip install --no-deps " + " ".join(REQUIREMENTS))
-            run([python, "-W", "ignore", "-c", IMPORT_CHECK],
-                "importing os-brick (a module it needs may be missing from REQUIREMENTS)")
-            tmp = VENV_DIR / (STAMP_NAME + ".tmp")
-            tmp.write_text(_stamp_text())
-            os.replace(tmp, VENV_DIR / STAMP_NAME)
-            return VENV_DIR
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return install_once(VENV_DIR, LOCK_FILE, ("--no-deps", *REQUIREMENTS), "os-brick",
+                        STAMP_NAME, check=(("-W", "ignore", "-c", IMPORT_CHECK),
+                                           "importing os-brick (a module it needs may be "
+                                           "missing from REQUIREMENTS)"))
 
 
 def brick_open(venv: Path, key: bytes, device: Path, secret_type: str = "symmetric"
