@@ -26,8 +26,8 @@ from img_crypt._writebehind import writer
 from img_crypt.errors import BindingError, FormatError, UsageError
 from img_crypt.format import PREFIX_SIZE, SUITES, Header, parse, parse_prefix
 
-__all__ = ["Inspection", "Kek", "KekLookup", "Sealed", "Summary", "decrypt", "decrypt_range",
-           "encrypt", "inspect", "rewrap"]
+__all__ = ["Deferred", "Inspection", "Kek", "KekLookup", "Sealed", "Summary", "decrypt",
+           "decrypt_range", "encrypt", "inspect", "rewrap"]
 
 DEK_SIZE = 32
 Progress = Callable[[int], None]
@@ -83,18 +83,73 @@ def encrypt(source: Input, sink: Writable, keks: Sequence[Kek], *,
     header = _keyslots.seal(dek, image_id, keks)
     raw = header.encode()
     write_all(sink, raw)
+    plain, payload = _encrypt_payload(dek, header, source, sink, workers=workers,
+                                      read_size=read_size, progress=progress)
+    return Summary(header, len(raw), plain, payload)
+
+
+def _encrypt_payload(dek: bytes, header: Header, source: Input, sink: Writable, *,
+                     workers: int, read_size: int,
+                     progress: Progress | None) -> tuple[int, int]:
+    """Write the payload of ``source`` for ``header``; return (plaintext, payload) bytes."""
     suite, context = SUITES[header.suite], _context(header)
     if workers > 1:
         file = _payload_parallel.regular_file(source)  # read by offset from the workers
         with Source(b"" if file else source, read_size) as src:
-            plain, payload = _payload_parallel.encrypt(
+            return _payload_parallel.encrypt(
                 suite, dek, context, file or src, sink, workers=workers, read_size=read_size,
                 progress=progress)
-        return Summary(header, len(raw), plain, payload)
     with Source(source, read_size) as src:
         cipher = PayloadEncryptor(suite, dek, context)
         payload = _pump(src, cipher, encrypt_buffer_size(read_size), sink, progress)
-    return Summary(header, len(raw), src.consumed, payload)
+    return src.consumed, payload
+
+
+class Deferred:
+    """A new file whose payload is encrypted before its KEKs exist; the header comes last.
+
+    For a caller whose key takes time to make (the Glance import creates one in Barbican):
+    :meth:`encrypt` writes the payload at :attr:`header_size` of a seekable sink while the key
+    is being made, then :meth:`seal` wraps the DEK and writes the header in front. The payload
+    does not depend on the key slots (FORMAT.md section 6: its context binds the version, the
+    suite and the image id), so the file is the one :func:`encrypt` would write. The header's
+    size depends on the slots' kinds and key ids: the caller names them up front (for a key
+    that does not exist yet, a placeholder id of the length it will have).
+    """
+
+    def __init__(self, slots: Sequence[tuple[str, str]], *,
+                 image_id: uuid.UUID | None = None) -> None:
+        self._dek = os.urandom(DEK_SIZE)
+        self._image_id = image_id
+        blank = bytes(DEK_SIZE)  # sizes the header only; never written
+        self._draft = _keyslots.seal(blank, image_id,
+                                     [Kek(kind, key_id, blank) for kind, key_id in slots])
+        self.header_size = len(self._draft.encode())
+        self._sizes: tuple[int, int] | None = None
+
+    def encrypt(self, source: Input, sink: BinaryIO, *, read_size: int = DEFAULT_READ_SIZE,
+                progress: Progress | None = None, threads: int | None = None) -> None:
+        """Write the payload of ``source`` into ``sink`` from offset :attr:`header_size`."""
+        workers = _payload_parallel.workers(threads)
+        sink.seek(self.header_size)
+        self._sizes = _encrypt_payload(self._dek, self._draft, source, sink, workers=workers,
+                                       read_size=read_size, progress=progress)
+
+    def seal(self, sink: BinaryIO, keks: Sequence[Kek]) -> Summary | None:
+        """Write the header for ``keks`` at offset 0; None if it is not the size foreseen.
+
+        On None nothing was written: the caller encrypts again (:func:`encrypt`).
+        """
+        if self._sizes is None:
+            raise UsageError("seal() comes after encrypt()")
+        header = _keyslots.seal(self._dek, self._image_id, keks)
+        raw = header.encode()
+        if len(raw) != self.header_size:
+            return None
+        sink.seek(0)
+        write_all(sink, raw)
+        sink.seek(0, os.SEEK_END)
+        return Summary(header, len(raw), *self._sizes)
 
 
 class Sealed:

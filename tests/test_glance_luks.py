@@ -371,3 +371,16 @@ def test_the_luks_option_is_documented_for_the_generator() -> None:
     opts.register_opts(conf)
     conf([])
     assert conf.image_encryption.format == "img-crypt-v1"
+
+
+def test_the_luks_staging_copy_is_not_fsynced(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``staged.encrypt_file``: Glance fsyncs neither its staging area nor its stores."""
+    def fsync(fd: int) -> None:
+        raise AssertionError("fsync")
+
+    src = tmp_path / "raw"
+    src.write_bytes(os.urandom(4096))
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = luks_output.encrypt_file(src, "raw", b"passphrase")
+    assert result.path.exists() and result.plaintext_size == 4096

@@ -338,11 +338,11 @@ def test_a_missing_staged_file_fails_the_import_and_leaves_nothing(
 
 def test_an_encryption_failing_midway_leaves_no_partial_file_key_or_consumer(
         backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
-        sink.write(b"half a header")
+    def broken(self: Any, source: Any, sink: Any, **kwargs: Any) -> Any:
+        sink.write(b"half a payload")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope.Deferred, "encrypt", broken)
     imp = Import(tmp_path, os.urandom(100_000), make_conf(), using(backend.manager))
     with pytest.raises(OSError, match="No space left"):
         imp.run()
@@ -356,10 +356,10 @@ def test_an_encryption_failing_midway_under_a_shared_kek_keeps_the_kek_and_drops
         backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kek_id = backend.manager.create_key("shared")
 
-    def broken(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
+    def broken(self: Any, source: Any, sink: Any, **kwargs: Any) -> Any:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope.Deferred, "encrypt", broken)
     imp = Import(tmp_path, b"data", make_conf(kek_id=kek_id), using(backend.manager))
     with pytest.raises(OSError):
         imp.run()
@@ -375,10 +375,10 @@ def test_a_failed_import_keeps_a_consumer_that_was_on_the_shared_kek_before(
     before = Consumer(service="image", resource_type="image", resource_id=imp.image_id)
     backend.manager.add_consumer(kek_id, before)  # an earlier import of the same image
 
-    def broken(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
+    def broken(self: Any, source: Any, sink: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(envelope, "encrypt", broken)
+    monkeypatch.setattr(envelope.Deferred, "encrypt", broken)
     with pytest.raises(OSError):
         imp.run()
     imp.task.revert(result=None)
@@ -589,13 +589,13 @@ def test_no_key_material_is_logged_during_a_failing_import(
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert barbican.mock is not None
     spy = SecretSpy(barbican.manager, monkeypatch)
-    real_encrypt = envelope.encrypt
+    real_encrypt = envelope.Deferred.encrypt
 
-    def failing(source: Any, sink: Any, keks: Any, **kwargs: Any) -> Any:
-        real_encrypt(source, sink, keks, **kwargs)
+    def failing(self: Any, source: Any, sink: Any, **kwargs: Any) -> Any:
+        real_encrypt(self, source, sink, **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(envelope, "encrypt", failing)
+    monkeypatch.setattr(envelope.Deferred, "encrypt", failing)
     imp = Import(tmp_path, os.urandom(40_000), make_conf(), using(barbican.manager))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(OSError):

@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +106,12 @@ def test_the_shared_endpoint_is_rediscovered_once_it_is_older_than_the_ttl() -> 
 # --- the consumer, registered during the encryption -------------------------------------------
 
 class Gate:
-    """An ``envelope.encrypt`` that says when it runs, and can fail."""
+    """The import's encryption (``envelope.Deferred.encrypt``): says when it runs, can fail."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, error: BaseException | None = None,
                  wait_for: threading.Event | None = None) -> None:
         self.started, self.ended = threading.Event(), threading.Event()
-        real = envelope.encrypt
+        real = envelope.Deferred.encrypt
 
         def encrypt(*args: Any, **kwargs: Any) -> Any:
             self.started.set()
@@ -122,7 +124,7 @@ class Gate:
             finally:
                 self.ended.set()
 
-        monkeypatch.setattr(envelope, "encrypt", encrypt)
+        monkeypatch.setattr(envelope.Deferred, "encrypt", encrypt)
 
 
 class SlowRegistration(KeyManager):
@@ -178,8 +180,11 @@ def test_the_consumer_is_registered_while_the_data_is_encrypted(
 def test_an_encryption_failing_while_the_consumer_registers_is_undone_after_it(
         backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kek_id = backend.manager.create_key("shared")
-    gate = Gate(monkeypatch, error=OSError(28, "No space left on device"))
+    registering = threading.Event()
+    gate = Gate(monkeypatch, error=OSError(28, "No space left on device"),
+                wait_for=registering)
     manager = SlowRegistration(backend.manager, gate.ended)  # registers after the failure
+    manager.registering = registering
     imp = Import(tmp_path, os.urandom(100_000), make_conf(kek_id=kek_id), using(manager))
     with pytest.raises(OSError, match="No space left"):
         imp.run()
@@ -203,6 +208,43 @@ def test_a_registration_failing_after_the_encryption_publishes_nothing(
     assert imp.unchanged
 
 
+class SlowCreation(SlowRegistration):
+    """A key manager whose ``create_key`` waits for a signal (``until``) first."""
+
+    def __init__(self, inner: KeyManager, until: threading.Event) -> None:
+        super().__init__(inner, threading.Event())
+        self.creation_until = until
+        self.creating = threading.Event()
+        self.saw_encryption_before_the_key = False
+
+    def add_consumer(self, key_id: str, consumer: Consumer) -> None:
+        self.inner.add_consumer(key_id, consumer)
+
+    def create_key(self, name: str | None = None) -> str:
+        self.creating.set()
+        self.saw_encryption_before_the_key = self.creation_until.wait(WAIT)
+        return self.inner.create_key(name)
+
+
+def test_the_key_is_made_while_the_data_is_encrypted(
+        backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creating = threading.Event()
+    gate = Gate(monkeypatch, wait_for=creating)
+    manager = SlowCreation(backend.manager, gate.started)
+    manager.creating = creating
+    data = os.urandom(100_000)
+    imp = Import(tmp_path, data, make_conf(), using(manager))
+    imp.run()
+    assert manager.saw_encryption_before_the_key
+    [key_id] = backend.keys()
+    assert backend.consumer_ids(key_id) == [imp.image_id]
+    out = io.BytesIO()
+    with open(imp.encrypted, "rb") as file:
+        envelope.decrypt(file, out, lambda kind, kid: backend.manager.get_key(kid),
+                         image_id=uuid.UUID(imp.image_id))
+    assert out.getvalue() == data
+
+
 # --- what each step cost, in the log ----------------------------------------------------------
 
 def test_an_import_logs_the_seconds_of_each_step_at_debug(
@@ -213,7 +255,7 @@ def test_an_import_logs_the_seconds_of_each_step_at_debug(
     [line] = [r.getMessage() for r in caplog.records
               if r.levelno == logging.DEBUG and r.getMessage().startswith(f"image {imp.image_id}:")]
     steps = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
-    assert list(steps) == ["key", "get", "consumer", "encrypt", "publish", "unlink"]
+    assert list(steps) == ["key", "get", "consumer", "encrypt", "wait", "publish", "unlink"]
     assert all(float(seconds) >= 0 for seconds in steps.values())
 
 
@@ -259,4 +301,4 @@ def test_the_import_sweep_reads_the_step_line_oslo_log_writes(
     text = "\n".join(f"2026-12-03 14:05:44.171 1 DEBUG {r.name} [-] {r.getMessage()} "
                      f"_encrypt /x/plugin.py:183" for r in caplog.records)
     steps = sweep._steps(text, imp.image_id)
-    assert list(steps) == ["key", "get", "consumer", "encrypt", "publish", "unlink"]
+    assert list(steps) == ["key", "get", "consumer", "encrypt", "wait", "publish", "unlink"]

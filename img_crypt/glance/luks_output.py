@@ -86,7 +86,7 @@ def encrypt_file(src: Path, disk_format: str | None, secret: bytes, *,
     check_disk_format(disk_format)
     dest = src.with_name(src.name + SUFFIX)
     with _raw(src, disk_format, timeout or QEMU_IMG_TIMEOUT) as raw, open(raw, "rb") as source, \
-            atomic_file(dest, durable=True, hidden=False) as sink:
+            atomic_file(dest, hidden=False) as sink:  # not fsynced: see staged.encrypt_file
         size = luks.encrypt(source, sink, secret)
     return Result(dest, size, dest.stat().st_size)
 

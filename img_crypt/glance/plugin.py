@@ -16,8 +16,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,32 @@ from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.naming import per_image_key_name
 
-STEPS = ("key", "get", "consumer", "encrypt", "publish", "unlink")
-"""The import's timed steps, in the order its DEBUG line gives them (consumer and encrypt
-run at the same time, so their finishing order varies)."""
+STEPS = ("key", "get", "consumer", "encrypt", "wait", "publish", "unlink")
+"""The import's timed steps, in the order its DEBUG line gives them. Key, get and consumer run
+in one thread while encrypt runs in another (``wait``: the part of encrypt spent waiting for
+the key), so their finishing order varies."""
+
+PLACEHOLDER_KEY_ID = str(uuid.UUID(int=0))
+"""Sizes the header of a key not made yet: Barbican's secret ids, like the local store's, are
+UUIDs (another length costs a second encryption, see :func:`staged.encrypt_file`)."""
 
 LOG = logging.getLogger("img_crypt.glance.plugin")
+
+
+def _raise_if_failed(keyed: Future[tuple[str, bytes]]) -> None:
+    """Stop the encryption early when making the key already failed."""
+    if keyed.done() and (error := keyed.exception()) is not None:
+        raise error
+
+
+@contextlib.contextmanager
+def _cancel_on_error(pending: Future[None]) -> Iterator[None]:
+    """Drop ``pending`` if it has not started when the block fails (nothing to register)."""
+    try:
+        yield
+    except BaseException:
+        pending.cancel()
+        raise
 
 
 def _upload_error(message: str) -> Exception:
@@ -183,34 +204,36 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         policy = self._policy()
         consumer = Consumer(service=group.consumer_service, resource_type="image",
                             resource_id=self.image_id)  # checked before anything is created
-        with done.timed("key"):
-            manager = self.key_manager(self.conf, self.context)
-            done.enrollment = enrolled = Enrollment(manager)
-            key_id = enrolled.key(group.kek_id or
-                                  NewKey(per_image_key_name(
-                                      self.image_id,
-                                      delete_with_image=policy == props.ON_IMAGE_DELETION)))
-        with done.timed("get"):
-            key = manager.get_key(key_id)
-        # a KEK Cinder cannot use is refused before the image is registered on it
-        secret = luks.passphrase(key, key_id) if group.format == "luks" else b""
+        manager = self.key_manager(self.conf, self.context)
+        done.enrollment = enrolled = Enrollment(manager)
+        ref = group.kek_id or NewKey(per_image_key_name(
+            self.image_id, delete_with_image=policy == props.ON_IMAGE_DELETION))
         sized: dict[str, int] = {}
-        # The consumer is registered while the data is encrypted; both finish before anything
-        # is published, and a failure of either is undone after both ended (execute).
-        with ThreadPoolExecutor(1, thread_name_prefix="img-crypt-consumer") as pool:
-            registered = pool.submit(self._timed_call, "consumer",
-                                     lambda: enrolled.register(consumer, [key_id]))
-            with done.timed("encrypt"):
+        # The key is made, fetched and the image registered as its consumer (one thread, in
+        # that order) while the data is encrypted; nothing is published before all of it
+        # ended, and a failure of any is undone after all ended (execute).
+        with ThreadPoolExecutor(1, thread_name_prefix="img-crypt-key") as pool:
+            keyed = pool.submit(self._make_key, enrolled, ref)
+            registered = pool.submit(self._register, enrolled, consumer, keyed)
+            with done.timed("encrypt"), _cancel_on_error(registered):
                 if group.format == "luks":
-                    result = luks_output.encrypt_file(self.src, disk_format, secret)
+                    key_id, key = self._wait(keyed)  # the passphrase comes first
+                    result = luks_output.encrypt_file(self.src, disk_format,
+                                                      luks.passphrase(key, key_id))
                     done.dest, sizes = result.path, (result.plaintext_size, result.file_size)
                     new = props.luks_properties(key_id=key_id, policy=policy,
                                                 plaintext_size=result.plaintext_size)
                     attributes = {"container_format": "bare", "disk_format": "raw"}
                 else:
-                    kek = Kek(kind=manager.kind, key_id=key_id, key=key)
-                    done.dest, summary = staged.encrypt_file(self.src, kek,
-                                                             uuid.UUID(self.image_id))
+                    foreseen = group.kek_id or PLACEHOLDER_KEY_ID
+
+                    def kek() -> Kek:
+                        return Kek(manager.kind, *self._wait(keyed))
+
+                    done.dest, summary = staged.encrypt_file(
+                        self.src, uuid.UUID(self.image_id), (manager.kind, foreseen), kek,
+                        check=lambda: _raise_if_failed(keyed))
+                    key_id = summary.header.slots[0].key_id
                     sizes = (summary.plaintext_size, summary.file_size)
                     new = props.encrypted_properties(
                         header_size=summary.header_size, key_id=key_id, policy=policy,
@@ -236,9 +259,27 @@ class EncryptImage(task.Task):  # type: ignore[misc]
                             if step in done.seconds))
         return f"file://{done.dest}"
 
-    def _timed_call(self, step: str, call: Callable[[], None]) -> None:
-        with self.done.timed(step):
-            call()
+    def _make_key(self, enrolled: Enrollment, ref: str | NewKey) -> tuple[str, bytes]:
+        """Create or look up the KEK and fetch its bytes (the key thread)."""
+        with self.done.timed("key"):
+            key_id = enrolled.key(ref)
+        with self.done.timed("get"):
+            key = enrolled.manager.get_key(key_id)
+        if self.conf[GROUP].format == "luks":
+            luks.passphrase(key, key_id)  # a KEK Cinder cannot use: before it is registered on
+        return key_id, key
+
+    def _register(self, enrolled: Enrollment, consumer: Consumer,
+                  keyed: Future[tuple[str, bytes]]) -> None:
+        """Register the image on its KEK, once the key exists (the key thread)."""
+        key_id, _ = keyed.result()
+        with self.done.timed("consumer"):
+            enrolled.register(consumer, [key_id])
+
+    def _wait(self, keyed: Future[tuple[str, bytes]]) -> tuple[str, bytes]:
+        """The key id and bytes, once made (the encryption waits here, if at all)."""
+        with self.done.timed("wait"):
+            return keyed.result()
 
     # --- revert --------------------------------------------------------------------------
 
