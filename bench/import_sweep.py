@@ -3,7 +3,9 @@
 One real Barbican 23.0.0 behind a recording proxy (``tests.servers.counting_proxy``) and two
 real Glance 33.0.0 servers (``tests.support.e2e_glance``), the only difference between them
 ``image_import_plugins``; the plugin's logger is at DEBUG, so each import logs its own steps
-(``key``, ``get``, ``consumer``, ``encrypt``, ``publish``, ``unlink``). Per size and run: the
+(``inspect``, ``key``, ``get``, ``consumer``, ``encrypt``, ``wait``, ``publish``, ``unlink``;
+key, get and consumer run in one thread during ``encrypt``, ``wait`` is the part of ``encrypt`` spent
+waiting for the key). Per size and run: the
 import time of each server (``_glance._import``), the plugin's steps, and the Barbican requests
 of the plugin's import (method, route, milliseconds). The proxy opens a new connection per
 request: a few milliseconds per round trip that a direct connection would not pay.
@@ -52,7 +54,7 @@ def _route(method: str, path: str) -> str:
 def _one(servers: dict[str, Any], clients: dict[str, Any], proxy: Any, data: Path) -> Row:
     """One import on each server; the plugin's steps and its Barbican requests (until the
     import ended: the image's deletion afterwards makes more)."""
-    plain = _glance._import(servers["plain"], clients["plain"], data, False)
+    plain = _glance._import(servers["plain"], clients["plain"], data, None)
     client = clients["plugin"]
     image = client.create_image(name="bench", disk_format="raw", container_format="bare")
     client.stage(image["id"], data)
@@ -104,7 +106,8 @@ def measure(sizes: Sequence[int], runs: int, work: Path,
                 server.start()
             clients = {kind: GlanceClient(s.url, _glance.PROJECT) for kind, s in servers.items()}
             for kind, server in servers.items():  # the first imports load the plugin: untimed
-                _glance._import(server, clients[kind], warm_up, kind == "plugin")
+                _glance._import(server, clients[kind], warm_up,
+                               "img-crypt-v1" if kind == "plugin" else None)
             for run in range(1, runs + 1):
                 for size, path in inputs.items():
                     row = {"size_mib": size, "run": run} | _one(servers, clients, proxy, path)

@@ -218,6 +218,16 @@ def _fresh_shared_barbican_endpoints() -> Iterator[None]:
     _barbican_http._shared.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_recent_registrations() -> Iterator[None]:
+    """Each test starts with no consumer records noted by an import (img_crypt.glance.recent)."""
+    from img_crypt.glance import recent
+
+    recent.clear()
+    yield
+    recent.clear()
+
+
 # --- a client of the module's real Glance (modules that define a ``glance`` fixture) --------
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from barbican_mock import MockBarbican
 from img_crypt import envelope
 from img_crypt.errors import ForbiddenError
 from img_crypt.glance import keys as glance_keys
+from img_crypt.glance import recent, uploads
 from img_crypt.keys import _barbican_http
 from img_crypt.keys.base import Consumer, KeyInfo, KeyManager
 from tests.servers.counting_proxy import CountingProxy
@@ -245,6 +247,75 @@ def test_the_key_is_made_while_the_data_is_encrypted(
     assert out.getvalue() == data
 
 
+# --- the upload events of an image the plugin just registered ---------------------------------
+
+class Recording(SlowRegistration):
+    """A key manager that records the name of every call and otherwise passes it on."""
+
+    def __init__(self, inner: KeyManager) -> None:
+        super().__init__(inner, threading.Event())
+        self.calls: list[str] = []
+
+    def list_consumers(self, key_id: str) -> list[Consumer]:
+        self.calls.append("list_consumers")
+        return self.inner.list_consumers(key_id)
+
+    def add_consumer(self, key_id: str, consumer: Consumer) -> None:
+        self.calls.append("add_consumer")
+        self.inner.add_consumer(key_id, consumer)
+
+
+def uploaded(imp: Import) -> dict[str, Any]:
+    """Glance's image.upload payload of the imported image."""
+    image = imp.image
+    return {"id": imp.image_id, "owner": "p", "status": "active",
+            "properties": dict(image.extra_properties)}
+
+
+def test_the_upload_events_of_an_image_just_imported_ask_the_key_manager_nothing(
+        backend: Backend, tmp_path: Path) -> None:
+    imp = Import(tmp_path, b"data", make_conf(), using(backend.manager))
+    imp.run()
+    [key_id] = backend.keys()
+    for _event in uploads.UPLOAD_EVENTS:
+        watched = Recording(backend.manager)
+        done = uploads.register_image(uploaded(imp), watched, service="image")
+        assert done == uploads.Registration(imp.image_id, (key_id,))
+        assert watched.calls == []
+    assert backend.consumer_ids(key_id) == [imp.image_id]
+
+
+def test_after_a_revert_the_upload_events_ask_the_key_manager_again(
+        backend: Backend, tmp_path: Path) -> None:
+    kek_id = backend.manager.create_key("shared")
+    imp = Import(tmp_path, b"data", make_conf(kek_id=kek_id), using(backend.manager))
+    imp.run()
+    image = uploaded(imp)
+    imp.task.revert(result=None)
+    watched = Recording(backend.manager)
+    uploads.register_image(image, watched, service="image")
+    assert watched.calls == ["list_consumers", "add_consumer"]
+
+
+def test_a_registration_noted_longer_ago_than_the_ttl_is_checked_again(
+        backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    imp = Import(tmp_path, b"data", make_conf(), using(backend.manager))
+    imp.run()
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + recent.TTL)
+    watched = Recording(backend.manager)
+    uploads.register_image(uploaded(imp), watched, service="image")
+    assert watched.calls == ["list_consumers"]  # found there: nothing to add
+
+
+def test_the_noted_registrations_are_bounded_oldest_first() -> None:
+    consumers = [Consumer("image", "image", str(uuid.uuid4())) for _ in range(recent.LIMIT + 1)]
+    for consumer in consumers:
+        recent.note("k", consumer)
+    assert not recent.registered("k", consumers[0])
+    assert recent.registered("k", consumers[1]) and recent.registered("k", consumers[-1])
+
+
 # --- what each step cost, in the log ----------------------------------------------------------
 
 def test_an_import_logs_the_seconds_of_each_step_at_debug(
@@ -255,7 +326,8 @@ def test_an_import_logs_the_seconds_of_each_step_at_debug(
     [line] = [r.getMessage() for r in caplog.records
               if r.levelno == logging.DEBUG and r.getMessage().startswith(f"image {imp.image_id}:")]
     steps = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
-    assert list(steps) == ["key", "get", "consumer", "encrypt", "wait", "publish", "unlink"]
+    assert list(steps) == ["inspect", "key", "get", "consumer", "encrypt", "wait", "publish",
+                           "unlink"]
     assert all(float(seconds) >= 0 for seconds in steps.values())
 
 
@@ -301,4 +373,5 @@ def test_the_import_sweep_reads_the_step_line_oslo_log_writes(
     text = "\n".join(f"2026-12-03 14:05:44.171 1 DEBUG {r.name} [-] {r.getMessage()} "
                      f"_encrypt /x/plugin.py:183" for r in caplog.records)
     steps = sweep._steps(text, imp.image_id)
-    assert list(steps) == ["key", "get", "consumer", "encrypt", "wait", "publish", "unlink"]
+    assert list(steps) == ["inspect", "key", "get", "consumer", "encrypt", "wait", "publish",
+                           "unlink"]

@@ -30,14 +30,14 @@ from img_crypt import luks
 from img_crypt.enrollment import Enrollment, NewKey
 from img_crypt.envelope import Kek
 from img_crypt.errors import ImgCryptError, UnsafeImageError, UsageError
-from img_crypt.glance import claims, inspection, luks_output, staged
+from img_crypt.glance import claims, inspection, luks_output, recent, staged
 from img_crypt.glance import properties as props
 from img_crypt.glance.keys import for_request
 from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.naming import per_image_key_name
 
-STEPS = ("key", "get", "consumer", "encrypt", "wait", "publish", "unlink")
+STEPS = ("inspect", "key", "get", "consumer", "encrypt", "wait", "publish", "unlink")
 """The import's timed steps, in the order its DEBUG line gives them. Key, get and consumer run
 in one thread while encrypt runs in another (``wait``: the part of encrypt spent waiting for
 the key), so their finishing order varies."""
@@ -83,6 +83,7 @@ class _Done:
     properties: list[str] = field(default_factory=list)
     attributes: dict[str, str | None] = field(default_factory=dict)  # the values before
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for the DEBUG log
+    noted: tuple[str, Consumer] | None = None  # the record noted in :mod:`.recent`
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -124,7 +125,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             raise _upload_error(f"image {self.image_id} has {', '.join(stray)} but no "
                                 f"{props.FORMAT}: set it if the data is already encrypted, "
                                 f"or remove them")
-        verdict = self._inspect(container_format, disk_format)  # before any key or consumer
+        with self.done.timed("inspect"):  # before any key or consumer
+            verdict = self._inspect(container_format, disk_format)
         try:
             return self._encrypt(container_format, disk_format, verdict.virtual_size)
         except ImgCryptError as e:
@@ -252,6 +254,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
             action.set_image_extra_properties(new)
         with done.timed("unlink"):
             self.src.unlink()  # no plaintext stays in staging
+        done.noted = (key_id, consumer)
+        recent.note(key_id, consumer)  # Glance's upload events follow: no need to ask Barbican
         LOG.info("image %s encrypted (%s) with key %s: %d -> %d bytes", self.image_id,
                  group.format, key_id, *sizes)
         LOG.debug("image %s: %s", self.image_id,
@@ -304,13 +308,15 @@ class EncryptImage(task.Task):  # type: ignore[misc]
     def _undo_keys_and_files(self) -> None:
         """Remove the encrypted file, and what the enrollment created (key, consumer)."""
         done = self.done
+        if done.noted is not None:
+            recent.forget(*done.noted)
         if done.dest is not None:
             with contextlib.suppress(FileNotFoundError):
                 done.dest.unlink()
         if done.enrollment is not None:
             for line in done.enrollment.undo():
                 LOG.error("image %s: %s", self.image_id, line)
-        done.dest = done.enrollment = None
+        done.dest = done.enrollment = done.noted = None
 
 
 def _conversion_reverts_after(conf: cfg.ConfigOpts) -> bool:

@@ -6,7 +6,8 @@ An active image naming ``os_encrypt_key_id`` (any ``os_encrypt_format``) or
 ``cinder_encryption_key_id`` is registered as a consumer of each key it names, through
 :class:`~img_crypt.enrollment.Enrollment` (the same rules as the import plugin and the CLI):
 already registered is left as it is, so a repeated event, or an image the plugin registered
-itself, changes nothing. The same handler serves the in-Glance notifier driver and
+itself, changes nothing (and costs no request when the plugin registered it in this process
+moments ago: :mod:`.recent`). The same handler serves the in-Glance notifier driver and
 img-crypt-listener; ``img-crypt reconcile`` repairs a lost event.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from img_crypt.enrollment import Enrollment
 from img_crypt.errors import ForbiddenError, KeyNotFoundError
 from img_crypt.glance import properties as props
+from img_crypt.glance import recent
 from img_crypt.keys.base import Consumer, KeyManager
 
 LOG = logging.getLogger("img_crypt.glance.uploads")
@@ -64,6 +66,9 @@ def register_image(image: Mapping[str, Any], manager: KeyManager, *,
     missing: list[str] = []
     refused: list[str] = []
     for key_id in claims:
+        if recent.registered(key_id, consumer):  # the import plugin, moments ago
+            registered.append(key_id)
+            continue
         try:
             with Enrollment(manager) as enrollment:
                 enrollment.register(consumer, [key_id])
