@@ -4,10 +4,10 @@ One real Barbican 23.0.0 behind a recording proxy (``tests.servers.counting_prox
 real Glance 33.0.0 servers (``tests.support.e2e_glance``), the only difference between them
 ``image_import_plugins``; the plugin's logger is at DEBUG, so each import logs its own steps
 (``inspect``, ``key``, ``get``, ``consumer``, ``encrypt``, ``wait``, ``publish``, ``unlink``;
-key, get and consumer run in one thread during ``encrypt``, ``wait`` is the part of ``encrypt`` spent
-waiting for the key). Per size and run: the
-import time of each server (``_glance._import``), the plugin's steps, and the Barbican requests
-of the plugin's import (method, route, milliseconds). The proxy opens a new connection per
+key, get and consumer run in one thread during ``encrypt``; ``wait`` is the part of ``encrypt``
+spent waiting for the key). Per size and run: the import time of each server
+(``_glance._import``), the plugin's steps, and the Barbican requests of the plugin's import
+(method, route, milliseconds). The proxy opens a new connection per
 request: a few milliseconds per round trip that a direct connection would not pay.
 
 Run alone: ``scripts/bench.sh --only import-sweep [--sizes-mib 16,256,1024] [--runs 3]``;
