@@ -17,6 +17,7 @@ writes ``import_sweep.json`` and ``import_sweep.png`` into ``--out-dir`` (defaul
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import sys
@@ -31,6 +32,8 @@ from _child import make_input
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = [16, 64, 256, 1024, 2048]
+STEP_ORDER = ("inspect", "key", "get", "consumer", "encrypt", "wait", "publish", "unlink")
+"""The plugin's steps in the order of its DEBUG line (img_crypt.glance.plugin.STEPS)."""
 _STEPS = re.compile(r"image (?P<id>[0-9a-f-]{36}): (?P<steps>\w+ [0-9.]+ s(?:, \w+ [0-9.]+ s)*)")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEBUG_CONF = "\n[DEFAULT]\ndefault_log_levels = img_crypt.glance.plugin=DEBUG\n"
@@ -55,6 +58,7 @@ def _one(servers: dict[str, Any], clients: dict[str, Any], proxy: Any, data: Pat
     """One import on each server; the plugin's steps and its Barbican requests (until the
     import ended: the image's deletion afterwards makes more)."""
     plain = _glance._import(servers["plain"], clients["plain"], data, None)
+    shared = _glance._import(servers["shared"], clients["shared"], data, "img-crypt-v1")
     client = clients["plugin"]
     image = client.create_image(name="bench", disk_format="raw", container_format="bare")
     client.stage(image["id"], data)
@@ -72,7 +76,7 @@ def _one(servers: dict[str, Any], clients: dict[str, Any], proxy: Any, data: Pat
         if stored.read(len(_glance.MAGIC)) != _glance.MAGIC:
             raise RuntimeError("stored image not encrypted")
     client.delete_image(image["id"])
-    return {"without_plugin_s": plain, "with_plugin_s": elapsed,
+    return {"without_plugin_s": plain, "with_plugin_s": elapsed, "shared_kek_s": shared,
             "steps_s": _steps(servers["plugin"].log_file.read_text(errors="replace"),
                               image["id"]),
             "barbican": requests}
@@ -83,6 +87,7 @@ def measure(sizes: Sequence[int], runs: int, work: Path,
     """Every size ``runs`` times, the sizes interleaved per run; the raw rows and medians."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+    from img_crypt.keys.connect import connect
     from tests.servers.barbican import BARBICAN_VERSION, RealBarbican
     from tests.servers.counting_proxy import CountingProxy
     from tests.servers.glance import GLANCE_VERSION, GlanceClient, RealGlance
@@ -97,23 +102,27 @@ def measure(sizes: Sequence[int], runs: int, work: Path,
     rows: list[Row] = []
     with RealBarbican() as barbican, CountingProxy(barbican.url) as proxy:
         conf = glance_conf(proxy.url) + DEBUG_CONF
-        servers = {kind: RealGlance(plugins=["image_encryption"] if kind == "plugin" else [],
+        kek_id = connect(url=barbican.url, project_id=_glance.PROJECT).create_key("sweep-shared")
+        confs = {"plain": conf, "plugin": conf,
+                 "shared": glance_conf(proxy.url, kek_id=kek_id) + DEBUG_CONF}
+        servers = {kind: RealGlance(plugins=[] if kind == "plain" else ["image_encryption"],
                                     notification_drivers=["img_crypt", "log"],
-                                    container_formats=CONTAINER_FORMATS, extra_conf=conf)
-                   for kind in ("plain", "plugin")}
+                                    container_formats=CONTAINER_FORMATS, extra_conf=confs[kind])
+                   for kind in ("plain", "plugin", "shared")}
         try:
             for server in servers.values():
                 server.start()
             clients = {kind: GlanceClient(s.url, _glance.PROJECT) for kind, s in servers.items()}
             for kind, server in servers.items():  # the first imports load the plugin: untimed
                 _glance._import(server, clients[kind], warm_up,
-                               "img-crypt-v1" if kind == "plugin" else None)
+                               None if kind == "plain" else "img-crypt-v1")
             for run in range(1, runs + 1):
                 for size, path in inputs.items():
                     row = {"size_mib": size, "run": run} | _one(servers, clients, proxy, path)
                     rows.append(row)
                     log(f"import-sweep run {run}/{runs}, {size} MiB: without plugin "
-                        f"{row['without_plugin_s']:.3f} s, with {row['with_plugin_s']:.3f} s, "
+                        f"{row['without_plugin_s']:.3f} s, with {row['with_plugin_s']:.3f} s "
+                        f"(shared KEK {row['shared_kek_s']:.3f} s), "
                         f"steps {row['steps_s']}, {len(row['barbican'])} Barbican requests")
             for client in clients.values():
                 client.close()
@@ -133,6 +142,7 @@ def medians(rows: list[Row]) -> list[Row]:
         mine = [r for r in rows if r["size_mib"] == size]
         plain = statistics.median(r["without_plugin_s"] for r in mine)
         plugin = statistics.median(r["with_plugin_s"] for r in mine)
+        shared = statistics.median(r.get("shared_kek_s", math.nan) for r in mine)
         steps = sorted({s for r in mine for s in r["steps_s"]})
         routes: dict[str, list[float]] = {}
         for r in mine:
@@ -142,6 +152,8 @@ def medians(rows: list[Row]) -> list[Row]:
             "size_mib": size, "without_plugin_s": round(plain, 3),
             "with_plugin_s": round(plugin, 3), "added_s": round(plugin - plain, 3),
             "ratio": round(plugin / plain, 3),
+            "shared_kek_s": round(shared, 3), "shared_added_s": round(shared - plain, 3),
+            "shared_ratio": round(shared / plain, 3),
             "steps_s": {s: round(statistics.median(r["steps_s"].get(s, 0.0) for r in mine), 4)
                         for s in steps},
             "barbican_requests": round(statistics.median(len(r["barbican"]) for r in mine), 1),
@@ -162,13 +174,15 @@ def chart(result: Row, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(sizes, [m["without_plugin_s"] for m in med], "o-", label="without plugin")
     left.plot(sizes, [m["with_plugin_s"] for m in med], "s-", label="with image_encryption")
+    left.plot(sizes, [m["shared_kek_s"] for m in med], "^-", label="... with a shared KEK")
     left.set(xscale="log", yscale="log", xlabel="image size (MiB)", ylabel="import time (s)",
              title=f"glance-direct import, Glance {result['glance']}, "
                    f"Barbican {result['barbican']}")
     left.set_xticks(sizes, [str(s) for s in sizes])
     left.legend()
     left.grid(True, which="both", alpha=0.3)
-    right.plot(sizes, [m["ratio"] for m in med], "o-", color="C2")
+    right.plot(sizes, [m["ratio"] for m in med], "s-", color="C1", label="per-image key")
+    right.plot(sizes, [m["shared_ratio"] for m in med], "^-", color="C2", label="shared KEK")
     right.axhline(1.05, color="grey", linestyle="--", label="target 1.05x")
     right.set(xscale="log", xlabel="image size (MiB)", ylabel="with / without",
               title=f"plugin cost (median of {result['runs']} runs)")
@@ -182,13 +196,17 @@ def chart(result: Row, path: Path) -> None:
 
 def markdown(result: Row) -> str:
     """The medians as a table."""
-    lines = ["| MiB | without (s) | with (s) | added (s) | ratio | plugin steps (s) | "
-             "Barbican requests |", "|---|---|---|---|---|---|---|"]
+    lines = ["| MiB | without (s) | with (s) | added (s) | ratio | shared KEK: with (s) | "
+             "added (s) | ratio | plugin steps (s), per-image key | Barbican requests |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for m in result["medians"]:
-        steps = ", ".join(f"{k} {v:.3f}" for k, v in m["steps_s"].items())
+        order = [k for k in STEP_ORDER if k in m["steps_s"]] + \
+            sorted(set(m["steps_s"]) - set(STEP_ORDER))
+        steps = ", ".join(f"{k} {m['steps_s'][k]:.3f}" for k in order)
         lines.append(f"| {m['size_mib']} | {m['without_plugin_s']:.3f} | "
                      f"{m['with_plugin_s']:.3f} | {m['added_s']:+.3f} | {m['ratio']:.3f} | "
-                     f"{steps} | {m['barbican_requests']:g} |")
+                     f"{m['shared_kek_s']:.3f} | {m['shared_added_s']:+.3f} | "
+                     f"{m['shared_ratio']:.3f} | {steps} | {m['barbican_requests']:g} |")
     return "\n".join(lines) + "\n"
 
 
