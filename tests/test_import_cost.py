@@ -326,8 +326,8 @@ def test_an_import_logs_the_seconds_of_each_step_at_debug(
     [line] = [r.getMessage() for r in caplog.records
               if r.levelno == logging.DEBUG and r.getMessage().startswith(f"image {imp.image_id}:")]
     steps = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
-    assert list(steps) == ["inspect", "key", "get", "consumer", "encrypt", "wait", "publish",
-                           "unlink"]
+    assert list(steps) == ["inspect", "manager", "key", "get", "consumer", "encrypt", "wait",
+                           "publish", "unlink", "total"]
     assert all(float(seconds) >= 0 for seconds in steps.values())
 
 
@@ -373,5 +373,5 @@ def test_the_import_sweep_reads_the_step_line_oslo_log_writes(
     text = "\n".join(f"2026-12-03 14:05:44.171 1 DEBUG {r.name} [-] {r.getMessage()} "
                      f"_encrypt /x/plugin.py:183" for r in caplog.records)
     steps = sweep._steps(text, imp.image_id)
-    assert list(steps) == ["inspect", "key", "get", "consumer", "encrypt", "wait", "publish",
-                           "unlink"]
+    assert list(steps) == ["inspect", "manager", "key", "get", "consumer", "encrypt", "wait",
+                           "publish", "unlink", "total"]

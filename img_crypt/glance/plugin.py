@@ -37,10 +37,11 @@ from img_crypt.glance.opts import GROUP, register_opts
 from img_crypt.keys.base import Consumer
 from img_crypt.keys.naming import per_image_key_name
 
-STEPS = ("inspect", "key", "get", "consumer", "encrypt", "wait", "publish", "unlink")
+STEPS = ("inspect", "manager", "key", "get", "consumer", "encrypt", "wait", "publish",
+         "unlink", "total")
 """The import's timed steps, in the order its DEBUG line gives them. Key, get and consumer run
 in one thread while encrypt runs in another (``wait``: the part of encrypt spent waiting for
-the key), so their finishing order varies."""
+the key), so their finishing order varies; ``total`` is the whole task, from its start."""
 
 PLACEHOLDER_KEY_ID = str(uuid.UUID(int=0))
 """Sizes the header of a key not made yet: Barbican's secret ids, like the local store's, are
@@ -84,6 +85,7 @@ class _Done:
     attributes: dict[str, str | None] = field(default_factory=dict)  # the values before
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for the DEBUG log
     noted: tuple[str, Consumer] | None = None  # the record noted in :mod:`.recent`
+    started: float = 0.0  # perf_counter() when execute began
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -113,6 +115,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
 
     def execute(self, file_path: str) -> str:
         """Encrypt ``file_path`` (``file://`` staging URI); return the encrypted file's URI."""
+        self.done.started = time.perf_counter()
         with self.action_wrapper as action:
             extra = dict(action.image_extra_properties)
             container_format = action.image_container_format
@@ -206,7 +209,8 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         policy = self._policy()
         consumer = Consumer(service=group.consumer_service, resource_type="image",
                             resource_id=self.image_id)  # checked before anything is created
-        manager = self.key_manager(self.conf, self.context)
+        with done.timed("manager"):
+            manager = self.key_manager(self.conf, self.context)
         done.enrollment = enrolled = Enrollment(manager)
         ref = group.kek_id or NewKey(per_image_key_name(
             self.image_id, delete_with_image=policy == props.ON_IMAGE_DELETION))
@@ -258,6 +262,7 @@ class EncryptImage(task.Task):  # type: ignore[misc]
         recent.note(key_id, consumer)  # Glance's upload events follow: no need to ask Barbican
         LOG.info("image %s encrypted (%s) with key %s: %d -> %d bytes", self.image_id,
                  group.format, key_id, *sizes)
+        done.seconds["total"] = time.perf_counter() - done.started
         LOG.debug("image %s: %s", self.image_id,
                   ", ".join(f"{step} {done.seconds[step]:.3f} s" for step in STEPS
                             if step in done.seconds))
