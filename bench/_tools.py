@@ -88,6 +88,10 @@ class Tool(abc.ABC):
         """The argv decrypting plaintext bytes [start, end) of ``src``; None if unsupported."""
         return None
 
+    def startup(self) -> list[str] | None:
+        """The argv of the tool doing nothing but start (``--version``); None: not timed."""
+        return None
+
     def close(self) -> None:
         """Stop whatever ``prepare`` started; by default nothing."""
         return None
@@ -118,6 +122,9 @@ class ImgCrypt(Tool):
     def decrypt_range(self, src: str, dst: str, start: int, end: int) -> list[str] | None:
         return [sys.executable, "-c", CLI, "decrypt", src, dst, "--range", f"{start}:{end}"]
 
+    def startup(self) -> list[str] | None:
+        return [sys.executable, "-c", CLI, "--version"]
+
 
 class ImgCryptLibrary(ImgCrypt):
     """``img_crypt.envelope`` called in a child; only the call is timed (no start-up)."""
@@ -136,6 +143,9 @@ class ImgCryptLibrary(ImgCrypt):
     def decrypt_range(self, src: str, dst: str, start: int, end: int) -> list[str] | None:
         return [sys.executable, "-c", LIBRARY, "range", src, dst, self.kek, self.threads,
                 str(start), str(end)]
+
+    def startup(self) -> list[str] | None:
+        return None  # only the call is timed: there is no start-up to subtract
 
 
 class ImgCryptLibraryOneThread(ImgCryptLibrary):
