@@ -264,3 +264,13 @@ def test_a_named_key_store_imports_neither_platformdirs_nor_random(tmp_path: Pat
                        ["decrypt", str(encrypted), str(tmp_path / "out")])
 
     assert _held(modules, ("platformdirs", "tempfile", "random", "secrets")) == []
+
+
+def test_decrypt_and_inspect_import_no_enrollment_and_inspect_no_key_store(
+        tmp_path: Path, encrypted: Path) -> None:
+    inspected = _imports(tmp_path, ["inspect", str(encrypted)])
+    decrypted = _imports(tmp_path, ["decrypt", str(encrypted), os.devnull, "--range", "99000:"])
+
+    assert "img_crypt.keys.local" in decrypted  # the control: the check sees the store
+    assert _held(inspected, ("img_crypt.enrollment", "img_crypt.keys")) == []
+    assert _held(decrypted, ("img_crypt.enrollment",)) == []

@@ -14,15 +14,15 @@ from img_crypt.cli.files import open_input, open_output, peek, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
 from img_crypt.cli.threads import threads
-from img_crypt.enrollment import Enrollment, KeyRef, NewKey, release
 from img_crypt.errors import UsageError
 from img_crypt.format import Header
-from img_crypt.keys.base import Consumer, KeyManager
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # decrypt and inspect never import the key-manager layer's enrollment
     import uuid
 
     from img_crypt._io import Input
+    from img_crypt.enrollment import KeyRef
+    from img_crypt.keys.base import Consumer, KeyManager
 
 SUITE_NAMES = {1: "Cobblestone-256 payload, AES-256-GCM key slots, HMAC-SHA-256 header"}
 
@@ -50,6 +50,8 @@ def _warn(line: str) -> None:
 
 def _image(args: argparse.Namespace, image: uuid.UUID) -> Consumer:
     """The consumer record of ``image`` (InvalidValueError for a bad --consumer-service)."""
+    from img_crypt.keys.base import Consumer
+
     return Consumer(service=args.consumer_service, resource_type="image",
                     resource_id=str(image))
 
@@ -60,6 +62,8 @@ def encrypt(args: argparse.Namespace) -> int:
     On any failure the enrollment's undo removes what this command created (the new key, the
     consumer records it added), never what was there before.
     """
+    from img_crypt.enrollment import Enrollment, NewKey  # only the commands that enroll keys
+
     refuse_terminal(args.output, args.force)
     workers = threads(args)
     image = _image(args, args.image_id) if args.image_id else None  # before creating anything
@@ -191,6 +195,8 @@ def rewrap(args: argparse.Namespace) -> int:
     output is published (undone if the rewrap fails), and stops being one of each removed key
     after.
     """
+    from img_crypt.enrollment import Enrollment
+
     if not args.add_kek and not args.remove_kek:
         raise UsageError("rewrap needs --add-kek or --remove-kek")
     refuse_terminal(args.output, args.force)
@@ -226,6 +232,8 @@ def rewrap(args: argparse.Namespace) -> int:
 def _move_image(args: argparse.Namespace, km: KeyManager, image: Consumer,
                 header: Header) -> None:
     """Report the image's new keys; release it from the removed keys the output lacks."""
+    from img_crypt.enrollment import release
+
     for key_id in args.add_kek:
         _info(args, printable(f"image {image.resource_id}: consumer of key {key_id}"))
     kept = {s.key_id for s in header.slots if s.kind == km.kind}
