@@ -21,7 +21,8 @@ from img_crypt.errors import ImgCryptError, UsageError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    parser = build()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build(argv)  # only the command argv names gets its arguments
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2)

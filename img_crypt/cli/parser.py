@@ -3,7 +3,8 @@
 Every run builds it, ``--version`` and ``--help`` included, so it imports no command module,
 key store or cryptography: each sub-command's ``func`` is a name in :data:`COMMANDS`, whose
 module :func:`command` imports when that command runs, and the ``type=`` validators come from
-:mod:`img_crypt.cli.args`.
+:mod:`img_crypt.cli.args`. Only the command a run names gets its arguments; the others get
+their name and one-line help, all the program's help shows of them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import TypeAlias
 
 from img_crypt import __version__
 from img_crypt.cli.args import (
@@ -45,18 +48,70 @@ def command(name: str) -> Callable[[argparse.Namespace], int]:
     return function
 
 
-def build() -> argparse.ArgumentParser:
-    """The ``img-crypt`` parser; each command's ``func`` is a :data:`COMMANDS` name."""
-    common = argparse.ArgumentParser(add_help=False)
-    add_options(common)
-    out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("-f", "--force", action="store_true",
-                     help="replace an existing regular-file OUTPUT whole (through a symlink: "
-                          "the file it leads to; the symlink stays), write in place to a "
-                          "device other than /dev/null, and write ciphertext to a terminal")
-    par = argparse.ArgumentParser(add_help=False)
-    add_threads(par)
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+HELP = {
+    "encrypt": "encrypt an image",
+    "decrypt": "decrypt an image",
+    "inspect": "show a file's header (no key needed)",
+    "rewrap": "add or remove key slots; the payload is authenticated and copied unchanged",
+    "keys": "manage key-encryption keys",
+    "reconcile": "remove the consumers of deleted images, and the per-image keys they leave "
+                 "(for cron)",
+    "upload": "create a Glance image from IMAGE_FILE, encrypted on the way",
+    "download": "decrypt a Glance image into OUTPUT",
+}
+"""Each command's line in the program's help, in the order shown."""
+
+
+class _Parents:
+    """The option groups commands share, each built when a command first asks for it."""
+
+    @cached_property
+    def common(self) -> argparse.ArgumentParser:
+        """The key-manager options."""
+        common = argparse.ArgumentParser(add_help=False)
+        add_options(common)
+        return common
+
+    @cached_property
+    def out(self) -> argparse.ArgumentParser:
+        """``--force``, for commands that write OUTPUT."""
+        out = argparse.ArgumentParser(add_help=False)
+        out.add_argument("-f", "--force", action="store_true",
+                         help="replace an existing regular-file OUTPUT whole (through a "
+                              "symlink: the file it leads to; the symlink stays), write in "
+                              "place to a device other than /dev/null, and write ciphertext to "
+                              "a terminal")
+        return out
+
+    @cached_property
+    def par(self) -> argparse.ArgumentParser:
+        """``--threads``."""
+        par = argparse.ArgumentParser(add_help=False)
+        add_threads(par)
+        return par
+
+    @cached_property
+    def glance(self) -> argparse.ArgumentParser:
+        """The key-manager options defaulting to Barbican, and ``--glance-url``."""
+        glance = argparse.ArgumentParser(add_help=False)
+        add_options(glance, default="barbican")  # the image is in the cloud: its keys too
+        glance.add_argument("--glance-url", metavar="URL",
+                            default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
+                            help="talk to this Glance without Keystone, as --project-id "
+                                 "(default: $IMG_CRYPT_GLANCE_URL, else the image endpoint of "
+                                 "the cloud)")
+        return glance
+
+
+def build(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``img-crypt`` parser; each command's ``func`` is a :data:`COMMANDS` name.
+
+    With ``argv``, only the command it names (its first word not starting with ``-``) gets its
+    arguments, which is all ``parse_args(argv)`` and any help it prints need; without, all do.
+    """
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     parser = argparse.ArgumentParser(prog=PROG, description="Envelope encryption of disk "
                                      "images: streaming Cobblestone-256 payloads under keys "
                                      "from a key manager. '-' is stdin/stdout.")
@@ -66,8 +121,18 @@ def build() -> argparse.ArgumentParser:
                              "manager included, and show the traceback of a failure (key "
                              "material is never logged)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parents = _Parents()
+    for name, add in _ADD.items():
+        if wanted in (None, name):
+            add(sub, parents)
+        else:
+            sub.add_parser(name, help=HELP[name])
+    return parser
 
-    p = sub.add_parser("encrypt", parents=[common, out, par], help="encrypt an image")
+
+def _add_encrypt(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("encrypt", parents=[parents.common, parents.out, parents.par],
+                       help=HELP["encrypt"])
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--kek", action="append", default=[], metavar="ID",
@@ -80,7 +145,10 @@ def build() -> argparse.ArgumentParser:
                         "passphrase is the hex of one KEK, as Cinder and Nova open it")
     p.set_defaults(func="encrypt")
 
-    p = sub.add_parser("decrypt", parents=[common, out, par], help="decrypt an image")
+
+def _add_decrypt(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("decrypt", parents=[parents.common, parents.out, parents.par],
+                       help=HELP["decrypt"])
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--image-id", type=image_id, metavar="UUID",
@@ -94,14 +162,16 @@ def build() -> argparse.ArgumentParser:
                         "the output is padded with zeros to a multiple of 512 bytes")
     p.set_defaults(func="decrypt")
 
-    p = sub.add_parser("inspect", help="show a file's header (no key needed)")
+
+def _add_inspect(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("inspect", help=HELP["inspect"])
     p.add_argument("input", metavar="INPUT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func="inspect")
 
-    p = sub.add_parser("rewrap", parents=[common, out],
-                       help="add or remove key slots; the payload is authenticated and copied "
-                            "unchanged")
+
+def _add_rewrap(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("rewrap", parents=[parents.common, parents.out], help=HELP["rewrap"])
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--add-kek", action="append", default=[], metavar="ID",
@@ -116,23 +186,9 @@ def build() -> argparse.ArgumentParser:
                         "published, so a corrupt or tampered file is never rewrapped")
     p.set_defaults(func="rewrap")
 
-    _add_keys(sub, common)
-    _add_reconcile(sub, common)
-    _add_images(sub, out)
-    return parser
 
-
-def _add_images(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                out: argparse.ArgumentParser) -> None:
-    glance = argparse.ArgumentParser(add_help=False)
-    add_options(glance, default="barbican")  # the image is in the cloud: its keys too
-    glance.add_argument("--glance-url", metavar="URL",
-                        default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
-                        help="talk to this Glance without Keystone, as --project-id (default: "
-                             "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
-
-    p = sub.add_parser("upload", parents=[glance],
-                       help="create a Glance image from IMAGE_FILE, encrypted on the way")
+def _add_upload(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("upload", parents=[parents.glance], help=HELP["upload"])
     p.add_argument("input", metavar="IMAGE_FILE")
     p.add_argument("--name", required=True, help="the image's name")
     p.add_argument("--disk-format", default="raw", metavar="FORMAT",
@@ -150,8 +206,9 @@ def _add_images(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "container_format bare) that Cinder and Nova open with the KEK's hex")
     p.set_defaults(func="upload")
 
-    p = sub.add_parser("download", parents=[glance, out],
-                       help="decrypt a Glance image into OUTPUT")
+
+def _add_download(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("download", parents=[parents.glance, parents.out], help=HELP["download"])
     p.add_argument("image_id", type=image_id, metavar="IMAGE_ID")
     p.add_argument("output", metavar="OUTPUT", type=output_path)
     p.add_argument("--kek", metavar="ID",
@@ -160,9 +217,9 @@ def _add_images(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(func="download")
 
 
-def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-              common: argparse.ArgumentParser) -> None:
-    keys = sub.add_parser("keys", help="manage key-encryption keys")
+def _add_keys(sub: Sub, parents: _Parents) -> None:
+    common = parents.common
+    keys = sub.add_parser("keys", help=HELP["keys"])
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = ksub.add_parser("create", parents=[common], help="create a new KEK")
     p.add_argument("--name", help="a label stored with the key")
@@ -180,11 +237,8 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(func="keys_consumers")
 
 
-def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                   common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("reconcile", parents=[common],
-                       help="remove the consumers of deleted images, and the per-image keys "
-                            "they leave (for cron)")
+def _add_reconcile(sub: Sub, parents: _Parents) -> None:
+    p = sub.add_parser("reconcile", parents=[parents.common], help=HELP["reconcile"])
     p.add_argument("--glance-url", metavar="URL", default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
                    help="talk to this Glance without Keystone, as --project-id (default: "
                         "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
@@ -197,3 +251,11 @@ def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "encrypts with --image-id before it creates the image")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func="reconcile")
+
+
+_ADD: dict[str, Callable[[Sub, _Parents], None]] = {
+    "encrypt": _add_encrypt, "decrypt": _add_decrypt, "inspect": _add_inspect,
+    "rewrap": _add_rewrap, "keys": _add_keys, "reconcile": _add_reconcile,
+    "upload": _add_upload, "download": _add_download,
+}
+"""Each command (in :data:`HELP`'s order) -> the function adding its sub-parser in full."""
