@@ -274,3 +274,42 @@ def test_decrypt_and_inspect_import_no_enrollment_and_inspect_no_key_store(
     assert "img_crypt.keys.local" in decrypted  # the control: the check sees the store
     assert _held(inspected, ("img_crypt.enrollment", "img_crypt.keys")) == []
     assert _held(decrypted, ("img_crypt.enrollment",)) == []
+
+
+RUN_SCRIPT = r"""
+import json, sys
+from img_crypt.cli import run
+
+report = sys.argv[1]
+sys.argv = ["img-crypt", *sys.argv[2:]]
+try:
+    run()
+except SystemExit as e:
+    code = e.code
+logging = sys.modules.get("logging")
+handlers = [type(h).__name__ for h in logging.getLogger().handlers] if logging else None
+with open(report, "w") as f:
+    json.dump({"code": code, "handlers": handlers}, f)
+"""
+
+
+def _console(tmp_path: Path, *argv: str) -> dict[str, Any]:
+    """``run()`` (the console script) with ``argv``: exit code and the root logger's handlers."""
+    report = tmp_path / "run.json"
+    env = _env() | {"IMG_CRYPT_KEY_STORE": str(tmp_path / "keys")}
+    result = subprocess.run([sys.executable, "-c", RUN_SCRIPT, str(report), *argv], env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["decrypt", "--help"], ["bogus"]])
+def test_the_console_script_imports_no_logging_for_help_version_or_a_usage_error(
+        tmp_path: Path, argv: list[str]) -> None:
+    assert _console(tmp_path, *argv) == {"code": 2 if argv == ["bogus"] else 0, "handlers": None}
+
+
+def test_the_console_script_silences_library_logs_for_a_command(tmp_path: Path) -> None:
+    assert _console(tmp_path, "keys", "list") == {"code": 0, "handlers": ["NullHandler"]}
