@@ -8,7 +8,8 @@ speed -evp aes-256-gcm`` (information), ``cp`` and ``cat`` of the input,
 for the parallel efficiency), Tink's streaming AEAD, ``age`` and
 ``gpg --symmetric``: each encrypts the input to a file and to /dev/null and decrypts its
 ciphertext to a file (SHA-256 checked against the input, untimed) and to /dev/null. On the
-largest input img-crypt also decrypts its last 1 MiB (``--range``). Every timed command is a
+largest input img-crypt also decrypts its last 1 MiB (``--range``), and the command then runs
+``--version`` (its start-up alone, which the range target subtracts). Every timed command is a
 child process: wall clock and peak RSS (``ru_maxrss`` from ``os.wait4``). Then, unless
 ``--no-glance``, a real Glance imports the 256 MiB input with and without the plugin.
 
@@ -137,12 +138,19 @@ class Runner:
             dec.unlink(missing_ok=True)
 
     def range(self, tool: _tools.Tool, size: int, run: int, src: Path, ct: Path) -> None:
-        """The last 1 MiB to /dev/null (timed); on run 1 also to a file, checked (untimed)."""
+        """The last 1 MiB to /dev/null, then ``--version`` (timed); run 1 checks the range.
+
+        ``--version`` is the command's start-up alone, run by the same launcher and interpreter
+        right after the range read; on run 1 the range is also decrypted to a file and compared
+        with the input (untimed).
+        """
         start, end = size * MIB - MIB, size * MIB
         argv = tool.decrypt_range(str(ct), NULL, start, end)
         if argv is None:
             return
         self.timed(tool.name, "decrypt range", size, run, argv, engine=tool.engine)
+        if (startup := tool.startup()) is not None:
+            self.timed(tool.name, "version", size, run, startup, stdout=NULL)
         if run == 1:
             out = self.work / f"{size}MiB.{tool.slug}.range"
             out.unlink(missing_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -43,7 +42,8 @@ def _create_temp(target: Path, suffix: str, hidden: bool) -> tuple[int, Path]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     dot = "." if hidden else ""
     for attempt in range(_ATTEMPTS):
-        tmp = target.with_name(f"{dot}{target.name}.{secrets.token_hex(4)}{suffix}")
+        # os.urandom(4).hex() is secrets.token_hex(4) without importing random at start-up
+        tmp = target.with_name(f"{dot}{target.name}.{os.urandom(4).hex()}{suffix}")
         try:
             return os.open(tmp, flags, 0o600), tmp
         except FileExistsError:

@@ -17,15 +17,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from img_crypt._cobblestone import CHUNK, CT_CHUNK, PREFIX, SALT, Suite, derive
 from img_crypt._io import Source, Writable, write_all
 from img_crypt._prefetch import is_regular_file
+from img_crypt._threads import DEFAULT_MAX_THREADS, MAX_THREADS
 from img_crypt.errors import AuthenticationError, InvalidValueError
 
 if TYPE_CHECKING:  # the engine is imported when a pool runs: inspect and --range never need it
     from img_crypt._parallel import FileReader, Progress, Reader
-
-DEFAULT_MAX_THREADS = 8
-"""The default never exceeds this many workers (memory stays flat on large hosts)."""
-MAX_THREADS = 256
-"""The most workers a caller may ask for."""
 
 
 def usable_cores() -> int:

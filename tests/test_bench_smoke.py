@@ -141,6 +141,16 @@ def test_run_smoke_measures_every_tool_and_reports_every_target(tmp_path: Path) 
             assert ops["decrypt file"]["verified"] is True
         assert any(m["op"] == "decrypt range" and m["size_mib"] == 3
                    for m in data["measurements"] if m["tool"] == tool)
+    # the command's start-up alone, once per run on the largest input, for the range target
+    assert [(m["tool"], m["size_mib"]) for m in data["measurements"] if m["op"] == "version"] \
+        == [("img-crypt", 3)]
+    range_targets = {t["target"]: t for t in data["targets"] if "last 1 MiB" in t["target"]}
+    assert range_targets.keys() == {
+        "range read of the last 1 MiB of 3 MiB minus --version (img-crypt, per-run difference)",
+        "range decryption speed-up: last 1 MiB vs all of 3 MiB (library)"}
+    startup = range_targets["range read of the last 1 MiB of 3 MiB minus --version (img-crypt, "
+                            "per-run difference)"]
+    assert (startup["need"], len(startup["per_run"])) == ("<= 20 ms", 1)
     # the library on one thread too, for the parallel efficiency; the ceilings of the targets
     # are cryptography's one-core AES-GCM, openssl speed is information
     assert {m["op"] for m in data["measurements"]

@@ -25,7 +25,7 @@ import requests
 import responses
 
 from barbican_mock import MockBarbican
-from img_crypt.cli.commands import grace_period
+from img_crypt.cli.args import grace_period
 from img_crypt.errors import UnavailableError
 from img_crypt.glance.images import GlanceError, GlanceImages
 from img_crypt.keys.base import Consumer

@@ -8,199 +8,44 @@ never logged (requests and responses carrying keys are sent with keystoneauth's 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from img_crypt import __version__
 from img_crypt._text import printable
+from img_crypt.cli.parser import PROG, build, command
 from img_crypt.errors import ImgCryptError, UsageError
 
-PROG = "img-crypt"
-
-
-def _parser() -> argparse.ArgumentParser:
-    from img_crypt.cli import commands as c
-    from img_crypt.cli.files import output_path
-    from img_crypt.cli.managers import add_options
-    from img_crypt.cli.threads import add_option as add_threads
-
-    common = argparse.ArgumentParser(add_help=False)
-    add_options(common)
-    out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("-f", "--force", action="store_true",
-                     help="replace an existing regular-file OUTPUT whole (through a symlink: "
-                          "the file it leads to; the symlink stays), write in place to a "
-                          "device other than /dev/null, and write ciphertext to a terminal")
-    par = argparse.ArgumentParser(add_help=False)
-    add_threads(par)
-
-    parser = argparse.ArgumentParser(prog=PROG, description="Envelope encryption of disk "
-                                     "images: streaming Cobblestone-256 payloads under keys "
-                                     "from a key manager. '-' is stdin/stdout.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="log every step at DEBUG level on stderr, HTTP requests to the key "
-                             "manager included, and show the traceback of a failure (key "
-                             "material is never logged)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("encrypt", parents=[common, out, par], help="encrypt an image")
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT", type=output_path)
-    p.add_argument("--kek", action="append", default=[], metavar="ID",
-                   help="wrap the data key under this KEK (repeatable); default: a new key")
-    p.add_argument("--image-id", type=c.image_id, metavar="UUID",
-                   help="bind the file to this image id and register the image as a consumer "
-                        "of its keys")
-    p.add_argument("--format", choices=("img-crypt", "luks"), default="img-crypt",
-                   help="img-crypt (default), or a raw LUKS1 image (aes-xts-plain64) whose "
-                        "passphrase is the hex of one KEK, as Cinder and Nova open it")
-    p.set_defaults(func=c.encrypt)
-
-    p = sub.add_parser("decrypt", parents=[common, out, par], help="decrypt an image")
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT", type=output_path)
-    p.add_argument("--image-id", type=c.image_id, metavar="UUID",
-                   help="require the file to be bound to this image id")
-    p.add_argument("--range", type=c.byte_range, metavar="START:END",
-                   help="decrypt only plaintext bytes [START, END) (seekable INPUT only)")
-    p.add_argument("--kek", metavar="ID",
-                   help="LUKS1 INPUT only (required): the KEK whose hex is the passphrase")
-    p.add_argument("--size", type=c.plaintext_size, metavar="N",
-                   help="LUKS1 INPUT only: the plaintext size (os_decrypt_size); without it "
-                        "the output is padded with zeros to a multiple of 512 bytes")
-    p.set_defaults(func=c.decrypt)
-
-    p = sub.add_parser("inspect", help="show a file's header (no key needed)")
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=c.inspect)
-
-    p = sub.add_parser("rewrap", parents=[common, out],
-                       help="add or remove key slots; the payload is authenticated and copied "
-                            "unchanged")
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("output", metavar="OUTPUT", type=output_path)
-    p.add_argument("--add-kek", action="append", default=[], metavar="ID",
-                   help="wrap the data key under this KEK too (repeatable); a file bound to an "
-                        "image registers the image as its consumer before OUTPUT is published")
-    p.add_argument("--remove-kek", action="append", default=[], metavar="ID",
-                   help="drop this KEK's key slot (repeatable); the image stops being its "
-                        "consumer once OUTPUT is published")
-    p.add_argument("--header-only", action="store_true",
-                   help="authenticate only the header and copy the payload unchecked (fast); "
-                        "by default every payload chunk is authenticated before OUTPUT is "
-                        "published, so a corrupt or tampered file is never rewrapped")
-    p.set_defaults(func=c.rewrap)
-
-    _add_keys(sub, common)
-    _add_reconcile(sub, common)
-    _add_images(sub, out)
-    return parser
-
-
-def _add_images(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                out: argparse.ArgumentParser) -> None:
-    from img_crypt.cli import commands as c
-    from img_crypt.cli.files import output_path
-    from img_crypt.cli.managers import add_options
-
-    glance = argparse.ArgumentParser(add_help=False)
-    add_options(glance, default="barbican")  # the image is in the cloud: its keys too
-    glance.add_argument("--glance-url", metavar="URL",
-                        default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
-                        help="talk to this Glance without Keystone, as --project-id (default: "
-                             "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
-
-    p = sub.add_parser("upload", parents=[glance],
-                       help="create a Glance image from IMAGE_FILE, encrypted on the way")
-    p.add_argument("input", metavar="IMAGE_FILE")
-    p.add_argument("--name", required=True, help="the image's name")
-    p.add_argument("--disk-format", default="raw", metavar="FORMAT",
-                   help="disk_format of the plaintext (default: raw)")
-    p.add_argument("--container-format", default="bare", metavar="FORMAT",
-                   help="container format of the plaintext, kept in "
-                        "os_decrypt_container_format (default: bare); the image's own is "
-                        "'encrypted'")
-    p.add_argument("--kek", metavar="ID",
-                   help="use this KEK (kept when the image is deleted); default: a new key "
-                        "for the image, img-crypt-image-<id>, deleted with it")
-    p.add_argument("--format", choices=("img-crypt-v1", "luks"), default="img-crypt-v1",
-                   help="img-crypt-v1 (default: authenticated, container_format encrypted), "
-                        "or a raw LUKS1 image (os_encrypt_format LUKSv1, disk_format raw, "
-                        "container_format bare) that Cinder and Nova open with the KEK's hex")
-    p.set_defaults(func=c.upload)
-
-    p = sub.add_parser("download", parents=[glance, out],
-                       help="decrypt a Glance image into OUTPUT")
-    p.add_argument("image_id", type=c.image_id, metavar="IMAGE_ID")
-    p.add_argument("output", metavar="OUTPUT", type=output_path)
-    p.add_argument("--kek", metavar="ID",
-                   help="LUKS1 images only: the KEK whose hex is the passphrase (default: "
-                        "the image's os_encrypt_key_id)")
-    p.set_defaults(func=c.download)
-
-
-def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-              common: argparse.ArgumentParser) -> None:
-    from img_crypt.cli import commands as c
-
-    keys = sub.add_parser("keys", help="manage key-encryption keys")
-    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    p = ksub.add_parser("create", parents=[common], help="create a new KEK")
-    p.add_argument("--name", help="a label stored with the key")
-    p.set_defaults(func=c.keys_create)
-    p = ksub.add_parser("list", parents=[common], help="list KEKs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=c.keys_list)
-    p = ksub.add_parser("delete", parents=[common], help="delete a KEK")
-    p.add_argument("key_id", metavar="ID")
-    p.add_argument("--force", action="store_true", help="delete even if consumers remain")
-    p.set_defaults(func=c.keys_delete)
-    p = ksub.add_parser("consumers", parents=[common], help="list the consumers of a KEK")
-    p.add_argument("key_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=c.keys_consumers)
-
-
-def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                   common: argparse.ArgumentParser) -> None:
-    from img_crypt.cli import commands as c
-    from img_crypt.retention import DEFAULT_GRACE
-
-    p = sub.add_parser("reconcile", parents=[common],
-                       help="remove the consumers of deleted images, and the per-image keys "
-                            "they leave (for cron)")
-    p.add_argument("--glance-url", metavar="URL", default=os.environ.get("IMG_CRYPT_GLANCE_URL"),
-                   help="talk to this Glance without Keystone, as --project-id (default: "
-                        "$IMG_CRYPT_GLANCE_URL, else the image endpoint of the cloud)")
-    p.add_argument("--dry-run", action="store_true", help="report what would be done; "
-                   "change nothing")
-    p.add_argument("--grace-period", type=c.grace_period, default=DEFAULT_GRACE,
-                   metavar="DURATION",
-                   help="leave consumers and per-image keys younger than this (e.g. 7d, 36h, "
-                        "90m; default 7d): their image may not exist yet, as when a client "
-                        "encrypts with --image-id before it creates the image")
-    p.add_argument("--json", action="store_true", help="machine-readable report")
-    p.set_defaults(func=c.reconcile)
+if TYPE_CHECKING:
+    import argparse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
+    args = _parse(argv)
+    return args if isinstance(args, int) else _execute(args)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code of ``--help``, ``--version`` or a usage error."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # only the command argv names gets its arguments
+        return build(argv).parse_args(argv)
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2)
         return int(e.code or 0)
+
+
+def _execute(args: argparse.Namespace) -> int:
+    """Run the parsed command; its failures become one error line and an exit code."""
     with _debug_logging(args.debug):
         try:
-            return int(args.func(args))
+            return int(command(args.func)(args))
         except (ImgCryptError, OSError, KeyboardInterrupt) as e:
             if args.debug:
+                import logging
+
                 logging.getLogger("img_crypt.cli").debug("%s failed", args.command, exc_info=e)
             return _fail(e)
 
@@ -211,6 +56,8 @@ def _debug_logging(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    import logging
+
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -243,8 +90,14 @@ def _fail(error: BaseException) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    args = _parse(None)
+    if isinstance(args, int):
+        sys.exit(args)
     # Library log records (retry warnings, python-barbicanclient's "4xx Client error" lines)
     # are for --debug: without a handler, logging's last resort would print them raw on
-    # stderr around the one error line.
+    # stderr around the one error line. Installed once parsed: --help, --version and usage
+    # errors log nothing, and need not import logging (about 9 ms).
+    import logging
+
     logging.getLogger().addHandler(logging.NullHandler())
-    sys.exit(main())
+    sys.exit(_execute(args))

@@ -4,63 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import uuid
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import img_crypt.cli.luks as cli_luks
-from img_crypt import envelope, luks
-from img_crypt._io import Input
+from img_crypt import envelope
+from img_crypt._sniff import is_luks
 from img_crypt._text import printable
-from img_crypt.cli.files import open_input, open_output, refuse_terminal
+from img_crypt.cli.files import open_input, open_output, peek, refuse_terminal
 from img_crypt.cli.managers import Managers
 from img_crypt.cli.progress import progress
 from img_crypt.cli.threads import threads
-from img_crypt.enrollment import Enrollment, KeyRef, NewKey, release
 from img_crypt.errors import UsageError
 from img_crypt.format import Header
-from img_crypt.keys.base import Consumer, KeyManager, unreadable_consumers
 
-if TYPE_CHECKING:
-    from img_crypt.reconcile import Report
+if TYPE_CHECKING:  # decrypt and inspect never import the key-manager layer's enrollment
+    import uuid
+
+    from img_crypt._io import Input
+    from img_crypt.enrollment import KeyRef
+    from img_crypt.keys.base import Consumer, KeyManager
 
 SUITE_NAMES = {1: "Cobblestone-256 payload, AES-256-GCM key slots, HMAC-SHA-256 header"}
-
-
-def image_id(text: str) -> uuid.UUID:
-    """Parse a UUID argument."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
-
-
-def byte_range(text: str) -> tuple[int, int | None]:
-    """Parse a byte range ``START:END``, ``START:`` or ``:END`` (END exclusive)."""
-    start, sep, end = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        first = int(start) if start else 0
-        last = int(end) if end else None
-        if first < 0 or (last is not None and last < first):
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a byte range START:END: {text!r}") from None
-    return first, last
-
-
-def plaintext_size(text: str) -> int:
-    """Parse a non-negative byte count (``--size``)."""
-    try:
-        size = int(text)
-        if size < 0:
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
-    return size
 
 
 def _info(args: argparse.Namespace, line: str) -> None:
@@ -86,6 +50,8 @@ def _warn(line: str) -> None:
 
 def _image(args: argparse.Namespace, image: uuid.UUID) -> Consumer:
     """The consumer record of ``image`` (InvalidValueError for a bad --consumer-service)."""
+    from img_crypt.keys.base import Consumer
+
     return Consumer(service=args.consumer_service, resource_type="image",
                     resource_id=str(image))
 
@@ -96,6 +62,8 @@ def encrypt(args: argparse.Namespace) -> int:
     On any failure the enrollment's undo removes what this command created (the new key, the
     consumer records it added), never what was there before.
     """
+    from img_crypt.enrollment import Enrollment, NewKey  # only the commands that enroll keys
+
     refuse_terminal(args.output, args.force)
     workers = threads(args)
     image = _image(args, args.image_id) if args.image_id else None  # before creating anything
@@ -128,8 +96,8 @@ def decrypt(args: argparse.Namespace) -> int:
     workers = threads(args)
     lookup = Managers(args).lookup()
     with open_input(args.input) as (stream, total):
-        prefix, src = cli_luks.peek(stream, total)
-        if luks.is_luks(prefix):
+        prefix, src = peek(stream, total)
+        if is_luks(prefix):
             return _decrypt_luks(args, src)
         if args.kek is not None or args.size is not None:
             raise UsageError("--kek and --size apply to a LUKS1 INPUT only")
@@ -151,6 +119,8 @@ def decrypt(args: argparse.Namespace) -> int:
 
 
 def _encrypt_luks(args: argparse.Namespace, image: Consumer | None) -> int:
+    from img_crypt.cli import luks as cli_luks
+
     key_id, new, size = cli_luks.encrypt(args, image, _warn)
     _info(args, f"key: {args.key_manager}:{printable(key_id)}{' (new)' if new else ''}")
     _info(args, f"encrypted {args.input} -> {args.output}: LUKS1, {size} bytes plaintext "
@@ -160,6 +130,8 @@ def _encrypt_luks(args: argparse.Namespace, image: Consumer | None) -> int:
 
 
 def _decrypt_luks(args: argparse.Namespace, src: Input) -> int:
+    from img_crypt.cli import luks as cli_luks
+
     cli_luks.refuse_options(args)
     written = cli_luks.decrypt(args, src)
     padded = "" if args.size is not None else " (padded to 512 bytes: give --size for the " \
@@ -188,8 +160,10 @@ _UNREAD = "unknown (a stream: not read past the header)"
 def inspect(args: argparse.Namespace) -> int:
     """Print what a file's header says, with no key."""
     with open_input(args.input) as (stream, total):
-        prefix, src = cli_luks.peek(stream, total)
-        if luks.is_luks(prefix):
+        prefix, src = peek(stream, total)
+        if is_luks(prefix):
+            from img_crypt.cli import luks as cli_luks  # only LUKS1 input imports the LUKS code
+
             return cli_luks.inspect(args, src)
         summary = envelope.inspect(src, size=total)
     info = _describe(summary)
@@ -221,6 +195,8 @@ def rewrap(args: argparse.Namespace) -> int:
     output is published (undone if the rewrap fails), and stops being one of each removed key
     after.
     """
+    from img_crypt.enrollment import Enrollment
+
     if not args.add_kek and not args.remove_kek:
         raise UsageError("rewrap needs --add-kek or --remove-kek")
     refuse_terminal(args.output, args.force)
@@ -256,6 +232,8 @@ def rewrap(args: argparse.Namespace) -> int:
 def _move_image(args: argparse.Namespace, km: KeyManager, image: Consumer,
                 header: Header) -> None:
     """Report the image's new keys; release it from the removed keys the output lacks."""
+    from img_crypt.enrollment import release
+
     for key_id in args.add_kek:
         _info(args, printable(f"image {image.resource_id}: consumer of key {key_id}"))
     kept = {s.key_id for s in header.slots if s.kind == km.kind}
@@ -264,128 +242,6 @@ def _move_image(args: argparse.Namespace, km: KeyManager, image: Consumer,
         _warn(line)
     for key_id in gone:
         _info(args, printable(f"image {image.resource_id}: released from key {key_id}"))
-
-
-def keys_create(args: argparse.Namespace) -> int:
-    """Create a KEK and print its id."""
-    print(Managers(args).selected().create_key(name=args.name))
-    return 0
-
-
-def keys_list(args: argparse.Namespace) -> int:
-    """List the KEKs of the store."""
-    keys = Managers(args).selected().list_keys()
-    if args.json:
-        print(json.dumps([k.to_json() for k in keys], indent=2))
-        return 0
-    for k in keys:  # ids and names are the store's or Barbican's text: escaped
-        created = k.created.isoformat(timespec="seconds") if k.created else "-"
-        print(f"{printable(k.key_id)}  {created}  consumers={k.consumers}  "
-              f"{printable(k.name or '')}".rstrip())
-    return 0
-
-
-def keys_delete(args: argparse.Namespace) -> int:
-    """Delete a KEK (refused while consumers remain, unless --force)."""
-    Managers(args).selected().delete_key(args.key_id, force=args.force)
-    print(f"deleted key {printable(args.key_id)}")
-    return 0
-
-
-def keys_consumers(args: argparse.Namespace) -> int:
-    """List the consumers (images) of a KEK; records we cannot read are reported and skipped."""
-    consumers = Managers(args).selected().list_consumers(args.key_id)
-    unreadable = unreadable_consumers(consumers)
-    for u in unreadable:
-        print(f"img-crypt: warning: skipped a consumer record of key {printable(args.key_id)}: "
-              f"{printable(u.reason)}: {printable(json.dumps(u.record))}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([c.to_dict() | {"created": _when(c.created)} for c in consumers],
-                         indent=2))
-        return 0
-    for c in consumers:
-        print(printable(f"{c.service}  {c.resource_type}  {c.resource_id}  "
-                        f"{_when(c.created) or '-'}"))
-    return 0
-
-
-def _when(created: datetime | None) -> str | None:
-    return created.isoformat(timespec="seconds") if created else None
-
-
-def grace_period(text: str) -> timedelta:
-    """Parse a duration such as ``7d``, ``36h``, ``90m`` or ``0`` (for ``--grace-period``)."""
-    found = re.fullmatch(r"\s*(\d{1,6})\s*([dhms]?)\s*", text)
-    if found is None or (not found[2] and found[1] != "0"):
-        raise argparse.ArgumentTypeError(f"not a duration like 7d, 36h or 90m: {text!r}")
-    unit = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "": "seconds"}[found[2]]
-    return timedelta(**{unit: int(found[1])})
-
-
-def reconcile(args: argparse.Namespace) -> int:
-    """Remove image consumers whose image Glance no longer has; delete per-image keys left empty.
-
-    First, the project's active images that name a key get their missing consumer records.
-    Images and records younger than --grace-period are left alone. Exit code 1 when the state
-    of some image was unknown: nothing was removed from its keys.
-    """
-    from img_crypt import reconcile as rc
-    from img_crypt.glance.images import GlanceImages
-
-    if args.glance_url:
-        if not args.project_id:
-            raise UsageError("--glance-url needs --project-id (or OS_PROJECT_ID)")
-        glance = GlanceImages.noauth(args.glance_url, args.project_id)
-    else:
-        glance = GlanceImages.from_cloud(args.os_cloud)
-    glance.check()  # a wrong URL must not make every image look deleted
-    report = rc.Report()
-    try:
-        rc.reconcile(Managers(args).selected(), glance, service=args.consumer_service,
-                     dry_run=args.dry_run, report=report, grace=args.grace_period,
-                     active=glance.active_images())
-    except BaseException:
-        _show_reconcile(args, report, glance.problems, complete=False)
-        raise
-    _show_reconcile(args, report, glance.problems, complete=True)
-    return 0 if report.decided else 1
-
-
-def _show_reconcile(args: argparse.Namespace, report: Report, problems: dict[str, str], *,
-                    complete: bool) -> None:
-    """Print the report: one line per action and a summary, or JSON.
-
-    Key ids, image ids and reasons come from Barbican and Glance: every line is escaped.
-    """
-    if args.json:
-        doc = {**report.as_dict(), "complete": complete, "decided": report.decided}
-        doc["unknown"] = [{**u, "reason": problems.get(u["image_id"], "")}
-                          for u in doc["unknown"]]
-        print(json.dumps(doc, indent=2))
-        return
-    dry = report.dry_run
-    lines = [f"{'would add' if dry else 'added'} consumer image/{a.image_id} to key {a.key_id}"
-             for a in report.added]
-    lines += [f"{'would remove' if dry else 'removed'} consumer image/{r.image_id} from key "
-             f"{r.key_id}{' (already removed)' if r.already_removed else ''}"
-             for r in report.removed]
-    lines += [f"{'would delete' if dry else 'deleted'} key {key_id}"
-              for key_id in report.deleted]
-    lines += [f"kept key {kept.key_id}: {kept.reason}" for kept in report.kept]
-    lines += [f"skipped a consumer record of key {s.key_id}: {s.reason}: {json.dumps(s.record)}"
-              for s in report.skipped]
-    unknown = dict.fromkeys(u.image_id for u in report.unknown)
-    lines += [f"unknown image {image}: {problems.get(image, 'no answer')}" for image in unknown]
-    for line in lines:
-        print(printable(line))
-    state = "" if complete else ", stopped early"
-    added = "to add" if dry else "added"
-    print(f"reconcile{' (dry run)' if dry else ''}{state}: {report.checked} key(s) checked, "
-          f"{len(report.removed)} consumer(s) {'to remove' if dry else 'removed'}, "
-          f"{len(report.deleted)} key(s) {'to delete' if dry else 'deleted'}, "
-          f"{len(report.kept)} kept, {len(unknown)} image(s) unknown"
-          f"{f', {len(report.skipped)} record(s) skipped' if report.skipped else ''}"
-          f"{f', {len(report.added)} consumer(s) {added}' if report.added else ''}")
 
 
 def upload(args: argparse.Namespace) -> int:
@@ -406,4 +262,3 @@ def download(args: argparse.Namespace) -> int:
     _info(args, f"downloaded image {args.image_id} -> {args.output}: {printable(fmt)}, "
                 f"{size} bytes plaintext")
     return 0
-

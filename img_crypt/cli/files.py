@@ -19,19 +19,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from img_crypt._atomic import atomic_file, umask_mode
+from img_crypt._io import DEFAULT_READ_SIZE, Input
+from img_crypt._sniff import LUKS_MAGIC
+from img_crypt.cli.args import output_path
 from img_crypt.errors import ImgCryptError
-
-STDOUT_NAMES = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
-"""OUTPUT names that mean standard output."""
 
 
 def _os_error(action: str, path: str, error: OSError) -> ImgCryptError:
     return ImgCryptError(f"cannot {action} {path}: {error.strerror or error}")
-
-
-def output_path(text: str) -> str:
-    """The argparse type of OUTPUT: every name of standard output becomes ``-``."""
-    return "-" if text in STDOUT_NAMES else text
 
 
 @contextlib.contextmanager
@@ -47,6 +42,25 @@ def open_input(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
     with file:
         st = os.fstat(file.fileno())
         yield file, st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def peek(src: BinaryIO, total: int | None) -> tuple[bytes, Input]:
+    """The first bytes of ``src`` (enough to sniff its format) and an input still at byte 0.
+
+    A regular file is read again from the start; a pipe's prefix is chained before the rest.
+    """
+    prefix = b""
+    while len(prefix) < len(LUKS_MAGIC) and (data := src.read(len(LUKS_MAGIC) - len(prefix))):
+        prefix += data  # a raw pipe may return fewer bytes than asked
+    if total is not None:
+        src.seek(0)
+        return prefix, src
+
+    def chained() -> Iterator[bytes]:
+        yield prefix
+        while data := src.read(DEFAULT_READ_SIZE):
+            yield data
+    return prefix, chained()
 
 
 def refuse_terminal(path: str, force: bool) -> None:

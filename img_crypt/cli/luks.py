@@ -10,38 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
 from img_crypt import luks
-from img_crypt._io import DEFAULT_READ_SIZE, Input
+from img_crypt._io import Input
 from img_crypt._text import printable
 from img_crypt.cli.files import open_input, open_output
 from img_crypt.cli.managers import Managers
 from img_crypt.enrollment import Enrollment, KeyRef, NewKey
 from img_crypt.errors import UsageError
 from img_crypt.keys.base import Consumer
-
-_PREFIX = len(luks.MAGIC)
-
-
-def peek(src: BinaryIO, total: int | None) -> tuple[bytes, Input]:
-    """The first bytes of ``src`` and an input that still starts at byte 0.
-
-    A regular file is read again from the start; a pipe's prefix is chained before the rest.
-    """
-    prefix = b""
-    while len(prefix) < _PREFIX and (data := src.read(_PREFIX - len(prefix))):
-        prefix += data  # a raw pipe may return fewer bytes than asked
-    if total is not None:
-        src.seek(0)
-        return prefix, src
-
-    def chained() -> Iterator[bytes]:
-        yield prefix
-        while data := src.read(DEFAULT_READ_SIZE):
-            yield data
-    return prefix, chained()
 
 
 def encrypt(args: argparse.Namespace, image: Consumer | None,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 from functools import cache
+from typing import TYPE_CHECKING
 
-from img_crypt.envelope import KekLookup
 from img_crypt.errors import KeyNotFoundError
-from img_crypt.keys.base import KeyManager
-from img_crypt.keys.local import LocalKeyStore
+
+if TYPE_CHECKING:  # the parser imports this module: it must not import the stores
+    from img_crypt.envelope import KekLookup
+    from img_crypt.keys.base import KeyManager
+    from img_crypt.keys.local import LocalKeyStore
 
 
 def add_options(parser: argparse.ArgumentParser, *, default: str = "local") -> None:
@@ -49,6 +52,8 @@ class Managers:
     @cache  # noqa: B019 - one Managers per command run
     def local(self) -> LocalKeyStore:
         """The local key store."""
+        from img_crypt.keys.local import LocalKeyStore
+
         return LocalKeyStore(self.args.key_store)
 
     @cache  # noqa: B019 - one Managers per command run

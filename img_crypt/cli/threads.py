@@ -6,8 +6,8 @@ import argparse
 import os
 import re
 
-from img_crypt._payload_parallel import DEFAULT_MAX_THREADS, MAX_THREADS, default_threads
 from img_crypt._text import printable
+from img_crypt._threads import DEFAULT_MAX_THREADS, MAX_THREADS
 from img_crypt.errors import UsageError
 
 ENV = "IMG_CRYPT_THREADS"
@@ -32,6 +32,8 @@ def threads(args: argparse.Namespace) -> int | None:
         if not text:
             return None
     if text == "auto":
+        from img_crypt._payload_parallel import default_threads  # the parser must stay light
+
         return default_threads()
     if re.fullmatch(r"[0-9]{1,4}", text) is None or not 1 <= int(text) <= MAX_THREADS:
         raise UsageError(f"{where} must be 'auto' or a whole number from 1 to {MAX_THREADS}, not "

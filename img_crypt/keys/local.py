@@ -24,7 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import stat
 import time
 import uuid
@@ -33,8 +32,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-
-import platformdirs
 
 from img_crypt._atomic import fsync_dir, write_file
 from img_crypt.errors import (
@@ -164,6 +161,8 @@ def default_store_path(path: str | os.PathLike[str] | None = None) -> Path:
         return Path(path).expanduser()
     if env := os.environ.get(ENV_VAR):
         return Path(env).expanduser()
+    import platformdirs  # only here: it imports tempfile, shutil, bz2 and lzma
+
     return platformdirs.user_data_path("img-crypt") / "keys"
 
 
@@ -323,7 +322,8 @@ class LocalKeyStore(KeyManager):
         """Create a new random 256-bit KEK and return its id (a UUID4 string)."""
         self._check_dir(create=True)
         key_id = str(uuid.uuid4())
-        key = base64.b64encode(secrets.token_bytes(KEK_BYTES)).decode("ascii")
+        # os.urandom is what secrets.token_bytes calls; the secrets module imports random
+        key = base64.b64encode(os.urandom(KEK_BYTES)).decode("ascii")
         record = KeyRecord(id=key_id, name=name, created=datetime.now(UTC), key=key)
         _write_atomic(self._key_path(key_id), record.to_json())
         return key_id

@@ -11,6 +11,7 @@ import binascii
 from dataclasses import dataclass
 
 from img_crypt._io import Input, Source
+from img_crypt._sniff import is_luks
 from img_crypt._text import printable
 from img_crypt.errors import ImgCryptError
 from img_crypt.keys.base import KEK_BYTES
@@ -55,11 +56,6 @@ def passphrase(kek: bytes, key_id: str) -> bytes:
                             f"a 256-bit symmetric KEK (Cinder clones it and hexes it into the "
                             f"passphrase), not a {len(kek) * 8}-bit one")
     return binascii.hexlify(kek)
-
-
-def is_luks(prefix: bytes) -> bool:
-    """True when ``prefix`` starts with the LUKS magic (any version)."""
-    return prefix[:len(MAGIC)] == MAGIC
 
 
 def inspect(src: Input) -> LuksInfo:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from img_crypt._sniff import LUKS_MAGIC
 from img_crypt.errors import FormatError
 
-MAGIC = b"LUKS\xba\xbe"
+MAGIC = LUKS_MAGIC
 PHDR_SIZE = 592
 SECTOR = 512
 CIPHER, MODE, HASH = "aes", "xts-plain64", "sha256"
