@@ -8,8 +8,9 @@ speed -evp aes-256-gcm`` (information), ``cp`` and ``cat`` of the input,
 for the parallel efficiency), Tink's streaming AEAD, ``age`` and
 ``gpg --symmetric``: each encrypts the input to a file and to /dev/null and decrypts its
 ciphertext to a file (SHA-256 checked against the input, untimed) and to /dev/null. On the
-largest input img-crypt also decrypts its last 1 MiB (``--range``). Every timed command is a
-child process: wall clock and peak RSS (``ru_maxrss`` from ``os.wait4``). Then, unless
+largest input img-crypt also decrypts its last 1 MiB (``--range``), and the bounds of this
+machine are measured once per run (bench/bounds.py). Every timed command is a child
+process: wall clock and peak RSS (``ru_maxrss`` from ``os.wait4``). Then, unless
 ``--no-glance``, a real Glance imports the 256 MiB input with and without the plugin.
 
 Writes ``results.json``, ``results.md`` and ``results.png`` into ``--out-dir`` and prints one
@@ -37,6 +38,7 @@ from typing import Any
 import _glance
 import _report
 import _tools
+import bounds
 import import_sweep
 from _child import MIB, BenchError, sizes_arg, spawn
 from _child import make_input as write_input
@@ -205,6 +207,7 @@ def measure(args: argparse.Namespace, result: Row, tools: list[_tools.Tool]) -> 
     skipped: dict[str, str] = result["skipped"]
     env = child_env(args.workdir)
     runner = Runner(args.workdir, env, max(args.sizes_mib))
+    result["bounds"] = {"size_mib": runner.largest, "measurements": []}
     active = [t for t in tools if t.name not in skipped]
     for tool in active:
         guarded(tool, skipped, partial(tool.prepare, args.workdir, env))
@@ -224,6 +227,8 @@ def measure(args: argparse.Namespace, result: Row, tools: list[_tools.Tool]) -> 
                                        "block": block, "gb_s": round(gb_s, 3)})
         for size, (src, digest) in inputs.items():
             runner.baselines(size, run, src)
+            if size == runner.largest:
+                result["bounds"]["measurements"] += bounds.measure(src, size, run, env)
             for tool in (t for t in active if t.name not in skipped):
                 guarded(tool, skipped, partial(runner.tool, tool, size, run, src, digest))
             line = ", ".join(f"{_short(r['tool'])} {r['op']} {r['seconds']:.2f}s"
@@ -272,7 +277,7 @@ def write(result: Row, out_dir: Path, update_readme: bool) -> None:
     """results.json, results.md, results.png; the README block with ``--update-readme``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "results.md").write_text(_report.markdown(result))
+    (out_dir / "results.md").write_text(_report.markdown(result) + bounds.markdown(result))
     _report.chart(result, out_dir / "results.png")
     if update_readme:
         image = (out_dir.resolve() / "results.png").relative_to(REPO)
@@ -348,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "machine": machine(loadavg()), "versions": versions(tools, skipped),
                    "sizes_mib": args.sizes_mib, "runs": args.runs,
                    "order": "per run: openssl speed, cryptography AESGCM; per size: cp, "
-                            "cat, then " + ", ".join(t.name for t in tools),
+                            "cat, the bounds (largest size), then "
+                            + ", ".join(t.name for t in tools),
                    "skipped": skipped, "ceilings": [], "measurements": [],
                    "glance": {"skipped": "not requested (--no-glance or --smoke)"}}
     try:
@@ -366,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["launcher_rss_mib"] = max(floors) if floors else None
         result["targets"] = _report.targets(result)
         result["engine_ratios"] = _report.engine_ratios(result)
+        result["bounds"] |= bounds.summary(result)
         write(result, args.out_dir, args.update_readme)
     except (BenchError, OSError, ValueError, subprocess.CalledProcessError) as e:
         print(f"run.py: error: {e}", file=sys.stderr)
