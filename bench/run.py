@@ -8,14 +8,16 @@ speed -evp aes-256-gcm`` (information), ``cp`` and ``cat`` of the input,
 for the parallel efficiency), Tink's streaming AEAD, ``age`` and
 ``gpg --symmetric``: each encrypts the input to a file and to /dev/null and decrypts its
 ciphertext to a file (SHA-256 checked against the input, untimed) and to /dev/null. On the
-largest input img-crypt also decrypts its last 1 MiB (``--range``), and the bounds of this
-machine are measured once per run (bench/bounds.py). Every timed command is a child
-process: wall clock and peak RSS (``ru_maxrss`` from ``os.wait4``). Then, unless
+largest input img-crypt also decrypts its last 1 MiB (``--range``). Every timed command is a
+child process: wall clock and peak RSS (``ru_maxrss`` from ``os.wait4``). Then, unless
 ``--no-glance``, a real Glance imports the 256 MiB input with and without the plugin.
 
 Writes ``results.json``, ``results.md`` and ``results.png`` into ``--out-dir`` and prints one
 ``PASS|MISS|SKIPPED`` line per target. Exit code 0 when it measured (whatever the targets
 say), 1 on an error. See bench/README.md.
+
+Once per run, on the largest input, bench/bounds.py measures the bounds of this machine (read,
+one-core cipher from DRAM, two forked cores), information next to the targets.
 """
 
 from __future__ import annotations
