@@ -16,6 +16,9 @@ child process: wall clock and peak RSS (``ru_maxrss`` from ``os.wait4``). Then, 
 Writes ``results.json``, ``results.md`` and ``results.png`` into ``--out-dir`` and prints one
 ``PASS|MISS|SKIPPED`` line per target. Exit code 0 when it measured (whatever the targets
 say), 1 on an error. See bench/README.md.
+
+Once per run, on the largest input, bench/bounds.py measures the bounds of this machine (read,
+one-core cipher from DRAM, two forked cores), information next to the targets.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import _glance
 import _report
 import _tools
+import bounds
 import import_sweep
 from _child import MIB, BenchError, sizes_arg, spawn
 from _child import make_input as write_input
@@ -213,6 +217,7 @@ def measure(args: argparse.Namespace, result: Row, tools: list[_tools.Tool]) -> 
     skipped: dict[str, str] = result["skipped"]
     env = child_env(args.workdir)
     runner = Runner(args.workdir, env, max(args.sizes_mib))
+    result["bounds"] = {"size_mib": runner.largest, "measurements": []}
     active = [t for t in tools if t.name not in skipped]
     for tool in active:
         guarded(tool, skipped, partial(tool.prepare, args.workdir, env))
@@ -232,6 +237,8 @@ def measure(args: argparse.Namespace, result: Row, tools: list[_tools.Tool]) -> 
                                        "block": block, "gb_s": round(gb_s, 3)})
         for size, (src, digest) in inputs.items():
             runner.baselines(size, run, src)
+            if size == runner.largest:
+                result["bounds"]["measurements"] += bounds.measure(src, size, run, env)
             for tool in (t for t in active if t.name not in skipped):
                 guarded(tool, skipped, partial(runner.tool, tool, size, run, src, digest))
             line = ", ".join(f"{_short(r['tool'])} {r['op']} {r['seconds']:.2f}s"
@@ -280,7 +287,7 @@ def write(result: Row, out_dir: Path, update_readme: bool) -> None:
     """results.json, results.md, results.png; the README block with ``--update-readme``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "results.md").write_text(_report.markdown(result))
+    (out_dir / "results.md").write_text(_report.markdown(result) + bounds.markdown(result))
     _report.chart(result, out_dir / "results.png")
     if update_readme:
         image = (out_dir.resolve() / "results.png").relative_to(REPO)
@@ -356,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "machine": machine(loadavg()), "versions": versions(tools, skipped),
                    "sizes_mib": args.sizes_mib, "runs": args.runs,
                    "order": "per run: openssl speed, cryptography AESGCM; per size: cp, "
-                            "cat, then " + ", ".join(t.name for t in tools),
+                            "cat, the bounds (largest size), then "
+                            + ", ".join(t.name for t in tools),
                    "skipped": skipped, "ceilings": [], "measurements": [],
                    "glance": {"skipped": "not requested (--no-glance or --smoke)"}}
     try:
@@ -374,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["launcher_rss_mib"] = max(floors) if floors else None
         result["targets"] = _report.targets(result)
         result["engine_ratios"] = _report.engine_ratios(result)
+        result["bounds"] |= bounds.summary(result)
         write(result, args.out_dir, args.update_readme)
     except (BenchError, OSError, ValueError, subprocess.CalledProcessError) as e:
         print(f"run.py: error: {e}", file=sys.stderr)

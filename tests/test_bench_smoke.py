@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ IMG_CRYPT_TOOLS = ("img-crypt", "img-crypt (library, as the Glance plugin uses i
 CRYPTO_OPS = {"encrypt file", "encrypt null", "decrypt file", "decrypt null"}
 RUN_SECTIONS = {"date_utc", "machine", "versions", "sizes_mib", "runs", "order", "skipped",
                 "ceilings", "measurements", "medians", "launcher_rss_mib", "targets", "glance",
-                "engine_ratios"}
+                "engine_ratios", "bounds"}
+BOUNDS = ["read", "one core, from memory: populate", "one core, from memory",
+          "two cores, best found", "lower bound for encrypt to /dev/null"]
 OPENSSL_SPEED_OUTPUT = """\
 version: 3.0.19
 The 'numbers' are in 1000s of bytes per second processed.
@@ -161,8 +164,131 @@ def test_run_smoke_measures_every_tool_and_reports_every_target(tmp_path: Path) 
     ceiling_targets = [t["target"] for t in data["targets"] if "AES-GCM at 16 KiB" in t["target"]]
     assert len(ceiling_targets) == 4
     assert not any("openssl" in t["target"] for t in data["targets"])
+    _assert_bounds_reported(data, (out / "results.md").read_text())
     # the inputs, keys and outputs are gone
     assert list(work.iterdir()) == []
+
+
+def _assert_bounds_reported(data: dict[str, Any], markdown: str) -> None:
+    """The bounds: each scheme measured once on the largest input, summarised, in results.md."""
+    bounds = data["bounds"]
+    assert bounds["size_mib"] == 3
+    assert [(m["bound"], m["run"]) for m in bounds["measurements"]] == [
+        ("read", 1), ("one core, from memory", 1), ("two cores, best found", 1)]
+    assert all(m["seconds"] > 0 and m["wall_s"] >= m["seconds"] for m in bounds["measurements"])
+    assert bounds["measurements"][1]["populate_s"] > 0
+    assert bounds["measurements"][2]["workers"] == data["machine"]["usable_cores"]
+    assert [b["bound"] for b in bounds["summary"]] == BOUNDS
+    for row in bounds["summary"]:
+        assert row["seconds"] > 0 and row["gb_s"] > 0
+        if row["bound"].endswith("populate"):
+            assert row["tool_time_over_bound"] is None
+        else:
+            assert set(row["tool_time_over_bound"]) == {
+                f"{tool} {op}" for tool in ("img-crypt", "library")
+                for op in ("encrypt null", "decrypt null")}
+            assert all(v > 0 for v in row["tool_time_over_bound"].values())
+    assert set(bounds["target_seconds"]) == {"img-crypt", "library"}
+    assert "\n## Bounds of this machine\n" in markdown
+    assert "| lower bound for encrypt to /dev/null |" in markdown
+    assert "- library >= 1.25 x the ceiling: 3 MiB in at most" in markdown
+
+
+def _run_result(seconds: dict[tuple[str, str, int], float]) -> dict[str, Any]:
+    """A benchmark result with two runs of 2048 MiB: tool times, a 5 GB/s ceiling, bounds."""
+    rows = [{"bound": "read", "run": 1, "seconds": 0.4},
+            {"bound": "read", "run": 2, "seconds": 0.5},
+            {"bound": "one core, from memory", "run": 1, "seconds": 0.5, "populate_s": 0.2},
+            {"bound": "one core, from memory", "run": 2, "seconds": 0.45, "populate_s": 0.3},
+            {"bound": "two cores, best found", "run": 1, "seconds": 0.4, "workers": 2},
+            {"bound": "two cores, best found", "run": 2, "seconds": 0.6, "workers": 2}]
+    return {"bounds": {"size_mib": 2048, "measurements": [r | {"size_mib": 2048}
+                                                          for r in rows]},
+            "ceilings": [{"run": r, "source": "cryptography AESGCM", "block": 16384,
+                          "gb_s": 5.0} for r in (1, 2)],
+            "measurements": [{"tool": t, "op": op, "size_mib": 2048, "run": r, "seconds": s}
+                             for (t, op, r), s in seconds.items()]}
+
+
+def test_bounds_lower_bound_is_the_faster_encrypting_scheme_of_each_run() -> None:
+    bounds = _bench_module("bounds")
+    lib = "img-crypt (library, as the Glance plugin uses it)"
+    result = _run_result({(lib, "encrypt null", 1): 0.6, (lib, "encrypt null", 2): 0.9,
+                          ("img-crypt", "decrypt null", 1): 0.8})
+    result["bounds"] |= bounds.summary(result)
+    summary = {row["bound"]: row for row in result["bounds"]["summary"]}
+    assert list(summary) == BOUNDS
+    lower = summary["lower bound for encrypt to /dev/null"]
+    # run 1: two cores 0.4 < one core 0.5; run 2: one core 0.45 < two cores 0.6; read is not
+    # an encryption and never the lower bound, the populate is information
+    assert lower["per_run"] == [0.4, 0.45]
+    assert result["bounds"]["lower_bound_from"] == ["two cores, best found",
+                                                    "one core, from memory"]
+    assert lower["seconds"] == pytest.approx(0.425)
+    assert summary["one core, from memory: populate"]["per_run"] == [0.2, 0.3]
+    assert summary["one core, from memory: populate"]["tool_time_over_bound"] is None
+    # tool time / bound time per run, median; a tool measured in no run has no ratio
+    ratios = lower["tool_time_over_bound"]
+    assert ratios["library encrypt null"] == pytest.approx((0.6 / 0.4 + 0.9 / 0.45) / 2)
+    assert ratios["img-crypt decrypt null"] == pytest.approx(0.8 / 0.4)
+    assert ratios["library decrypt null"] is None
+    assert summary["read"]["tool_time_over_bound"]["library encrypt null"] == \
+        pytest.approx((0.6 / 0.4 + 0.9 / 0.5) / 2)
+
+
+def test_bounds_say_whether_a_ceiling_target_is_within_reach_of_any_scheme() -> None:
+    bounds = _bench_module("bounds")
+    result = _run_result({})
+    result["bounds"] |= bounds.summary(result)
+    # 2 GiB at 1.25 x 5 GB/s: 0.3436 s allowed; at 0.8 x: 0.5369 s; lower bound 0.425 s
+    targets = result["bounds"]["target_seconds"]
+    assert targets["library"]["seconds"] == pytest.approx(2048 * 2**20 / 6.25e9, abs=1e-4)
+    assert targets["library"]["lower_bound_over_allowed"] == pytest.approx(
+        0.425 / (2048 * 2**20 / 6.25e9), abs=1e-3)
+    assert targets["img-crypt"]["lower_bound_over_allowed"] < 1
+    text = bounds.markdown(result)
+    assert text.startswith("\n## Bounds of this machine\n")
+    assert "- library >= 1.25 x the ceiling: 2048 MiB in at most 0.344 s; lower bound " \
+        "0.425 s: out of reach of every scheme found, by 1.24 x." in text
+    assert "- img-crypt >= 0.8 x the ceiling: 2048 MiB in at most 0.537 s; lower bound " \
+        "0.425 s: within reach." in text
+    assert "two cores, best found in 1 of 2 run(s)" in text
+    assert bounds.markdown({"bounds": {"size_mib": 3, "measurements": []}}) == ""
+
+
+def test_bounds_two_core_scheme_splits_the_blocks_into_contiguous_even_shares() -> None:
+    bounds = _bench_module("bounds")
+    assert bounds.shares(2048, 2) == [(0, 1024), (1024, 2048)]
+    assert bounds.shares(3, 2) == [(0, 1), (1, 3)]
+    assert bounds.shares(1, 3) == [(0, 0), (0, 0), (0, 1)]
+    for blocks, workers in ((0, 1), (5, 1), (7, 3), (2048, 8)):
+        ranges = bounds.shares(blocks, workers)
+        assert len(ranges) == workers and ranges[0][0] == 0 and ranges[-1][1] == blocks
+        assert all(a[1] == b[0] for a, b in pairwise(ranges))
+
+
+def _cipher_on_cores(src: Path, workers: int) -> subprocess.CompletedProcess[str]:
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bounds; "
+            "print(json.dumps(bounds.cipher_on_cores(sys.argv[2], int(sys.argv[3]))))")
+    return subprocess.run([sys.executable, "-c", code, str(REPO / "bench"), str(src),
+                           str(workers)], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_bounds_two_core_scheme_ciphers_an_uneven_input_with_more_workers_than_blocks(
+        tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.write_bytes(os.urandom(3 * 2**20 // 2 + 5))  # 1.5 MiB + 5 bytes: 2 blocks, 3 workers
+    proc = _cipher_on_cores(src, 3)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["workers"] == 3 and row["seconds"] > 0
+
+
+def test_bounds_two_core_scheme_fails_when_a_worker_fails(tmp_path: Path) -> None:
+    proc = _cipher_on_cores(tmp_path, 2)  # a directory: the workers' preadv fails
+    assert proc.returncode != 0
+    assert "bounds: a worker failed: exit codes [" in proc.stderr
 
 
 def test_openssl_speed_output_is_parsed() -> None:
