@@ -4,8 +4,8 @@ For every run, and in it for every input size, each tool runs once, in the same 
 (interleaved, so drift on a shared machine hits every tool alike): cryptography's ``AESGCM``
 on one core at 16 KiB and 1 MiB (once per run, the ceilings the targets use) and ``openssl
 speed -evp aes-256-gcm`` (information), ``cp`` and ``cat`` of the input,
-``img-crypt`` (the command), the library call alone (on its default threads, and on one thread
-for the parallel efficiency), Tink's streaming AEAD, ``age`` and
+``img-crypt`` (the command), the library call alone (on its default one thread, and on the pool
+with ``--threads auto`` for the parallel efficiency), Tink's streaming AEAD, ``age`` and
 ``gpg --symmetric``: each encrypts the input to a file and to /dev/null and decrypts its
 ciphertext to a file (SHA-256 checked against the input, untimed) and to /dev/null. On the
 largest input img-crypt also decrypts its last 1 MiB (``--range``), and the command then runs

@@ -154,10 +154,10 @@ def test_run_smoke_measures_every_tool_and_reports_every_target(tmp_path: Path) 
     startup = range_targets["range read of the last 1 MiB of 3 MiB minus --version (img-crypt, "
                             "per-run difference)"]
     assert (startup["need"], len(startup["per_run"])) == ("<= 20 ms", 1)
-    # the library on one thread too, for the parallel efficiency; the ceilings of the targets
+    # the library on the pool too, for the parallel efficiency; the ceilings of the targets
     # are cryptography's one-core AES-GCM, openssl speed is information
     assert {m["op"] for m in data["measurements"]
-            if m["tool"] == "img-crypt (library, 1 thread)"} == CRYPTO_OPS
+            if m["tool"] == "img-crypt (library, --threads auto)"} == CRYPTO_OPS
     assert data["machine"]["threads"] >= 1
     efficiency = [r for r in data["engine_ratios"] if r["ratio"].startswith("parallel efficiency")]
     assert len(efficiency) == 2 and all(r["value"] > 0 for r in efficiency)
