@@ -171,8 +171,7 @@ def markdown(result: Row) -> str:
                     "import without the plugin: " + ", ".join(
                         f"{size} MiB {'PASS' if ratio <= LUKS_IMPORT_LIMIT else 'MISS'} "
                         f"({ratio:.2f}x)" for size in sizes
-                        for ratio in [times[(GLANCE_KINDS[2], size)]
-                                      / times[(GLANCE_KINDS[0], size)]])]
+                        for ratio in [times[("luks", size)] / times[("no plugin", size)]])]
     else:
         out += ["", f"Glance: {g.get('skipped')}"]
     return "\n".join(out) + "\n"
