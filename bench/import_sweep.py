@@ -138,6 +138,16 @@ def measure(sizes: Sequence[int], runs: int, work: Path,
             "rows": rows, "medians": medians(rows)}
 
 
+def _paired(rows: list[Row], key: str) -> tuple[float, float]:
+    """Median over the runs of (added seconds, ratio) of ``key``: each run against its own
+    import without the plugin, made moments before on the same input (nan: not measured)."""
+    kept = [r for r in rows if key in r]
+    if not kept:
+        return math.nan, math.nan
+    return (statistics.median(r[key] - r["without_plugin_s"] for r in kept),
+            statistics.median(r[key] / r["without_plugin_s"] for r in kept))
+
+
 def medians(rows: list[Row]) -> list[Row]:
     """Per size: median import times; the median of the per-run added seconds and ratios;
     steps; Barbican milliseconds."""
@@ -146,23 +156,15 @@ def medians(rows: list[Row]) -> list[Row]:
         mine = [r for r in rows if r["size_mib"] == size]
         plain = statistics.median(r["without_plugin_s"] for r in mine)
         plugin = statistics.median(r["with_plugin_s"] for r in mine)
-        shared = statistics.median(r.get("shared_kek_s", math.nan) for r in mine)
+        shared = statistics.median([r["shared_kek_s"] for r in mine if "shared_kek_s" in r]
+                                   or [math.nan])
         steps = sorted({s for r in mine for s in r["steps_s"]})
         routes: dict[str, list[float]] = {}
         for r in mine:
             for x in r["barbican"]:
                 routes.setdefault(x["route"], []).append(x["ms"])
-        def paired(key: str, rows: list[Row] = mine) -> tuple[float, float]:
-            """Median over the runs of (added seconds, ratio): each run against its own
-            import without the plugin, made moments before on the same input."""
-            kept = [r for r in rows if key in r]
-            if not kept:
-                return math.nan, math.nan
-            return (statistics.median(r[key] - r["without_plugin_s"] for r in kept),
-                    statistics.median(r[key] / r["without_plugin_s"] for r in kept))
-
-        added, ratio = paired("with_plugin_s")
-        shared_added, shared_ratio = paired("shared_kek_s")
+        added, ratio = _paired(mine, "with_plugin_s")
+        shared_added, shared_ratio = _paired(mine, "shared_kek_s")
         out.append({
             "size_mib": size, "without_plugin_s": round(plain, 3),
             "with_plugin_s": round(plugin, 3), "added_s": round(added, 3),
